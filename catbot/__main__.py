@@ -1,0 +1,5 @@
+import sys
+
+from catbot.cli import main
+
+sys.exit(main())

@@ -1,0 +1,214 @@
+"""The daemon: wires settings into the store, the webhook, the outbox and the listeners.
+
+Start-up order: store (and hand back claims of a previous run) → HTTP session → listeners →
+workers. Shutdown (SIGTERM/SIGINT) runs it backwards: readiness turns false, the public
+listener stops taking events, workers finish or hand back their jobs within the grace period,
+then everything closes. Pending jobs simply stay in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import aiohttp
+from aiohttp import web
+
+from catbot.brain import Policy
+from catbot.config import Settings
+from catbot.facts import CorpusSource, FactSource, RemoteSource
+from catbot.logs import get_logger
+from catbot.observability import Health, Metrics, internal_app
+from catbot.outbox import Outbox, OutboxSettings
+from catbot.ratelimit import RateGate, SendBudget
+from catbot.store import Store, create_store
+from catbot.webhook.routes import WebhookHandler, WebhookPolicy, add_routes
+from catbot.webhook.signature import SignatureVerifier
+from catbot.x.dm import Credentials, DMSender
+
+log = get_logger("catbot.app")
+
+DEPTH_INTERVAL_SECONDS = 2.0
+PRUNE_INTERVAL_SECONDS = 600.0
+
+
+def credentials_from(settings: Settings) -> Credentials:
+    settings.require_credentials()
+
+    def value(secret: object) -> str:
+        return secret.get_secret_value()  # type: ignore[attr-defined,no-any-return]
+
+    return Credentials(
+        consumer_key=value(settings.x_consumer_key),
+        consumer_secret=value(settings.x_consumer_secret),
+        access_token=value(settings.x_access_token),
+        access_token_secret=value(settings.x_access_token_secret),
+        bearer_token=value(settings.x_bearer_token) if settings.x_bearer_token else None,
+    )
+
+
+class Daemon:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.credentials = credentials_from(settings)
+        self.metrics = metrics or Metrics()
+        self.store: Store = create_store(settings.store_url)
+        self.stopping = False
+        self.outbox: Outbox | None = None
+        self.handler: WebhookHandler | None = None
+
+    async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
+        async with self.running():
+            if on_ready is not None:
+                on_ready()
+            await stop.wait()
+            log.info("shutdown_started")
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Daemon]:
+        s = self.settings
+        async with AsyncExitStack() as stack:
+            await self.store.open()
+            stack.push_async_callback(self.store.close)
+            handed_back = await self.store.release_all_claims()
+            if handed_back:
+                log.info("claims_handed_back", jobs=handed_back)
+
+            session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=s.send_timeout_seconds)
+            )
+            stack.push_async_callback(session.close)
+            facts = self._facts(session)
+            stack.push_async_callback(facts.aclose)
+
+            policy = Policy.build(s.cooldown_seconds, s.daily_cap, s.trigger, s.reply_suffix)
+            self.outbox = outbox = Outbox(
+                store=self.store,
+                sender=DMSender(self.credentials, session, s.x_api, s.x_api_base),
+                facts=facts,
+                policy=policy,
+                metrics=self.metrics,
+                settings=OutboxSettings(
+                    workers=s.workers,
+                    lease_seconds=s.lease_seconds,
+                    max_attempts=s.send_max_attempts,
+                    retry_initial_seconds=s.retry_initial_seconds,
+                    retry_max_seconds=s.retry_max_seconds,
+                    rate_limit_default_wait_seconds=s.rate_limit_default_wait_seconds,
+                ),
+                gate=RateGate(),
+                budget=SendBudget({900.0: s.dm_budget_15min, 86400.0: s.dm_budget_24h}),
+            )
+            self.handler = handler = WebhookHandler(
+                WebhookPolicy(
+                    consumer_secret=self.credentials.consumer_secret,
+                    bot_user_id=s.bot_user_id,
+                    max_event_age_seconds=s.max_event_age_seconds,
+                    max_body_bytes=s.max_body_bytes,
+                ),
+                SignatureVerifier(s.signing_secrets()),
+                self.store,
+                self.metrics,
+                on_enqueued=outbox.notify,
+            )
+
+            internal = await self._serve(
+                internal_app(self.metrics, Health(self.readiness)), s.metrics_host,
+                s.metrics_port, access_log=False,
+            )
+            stack.push_async_callback(internal.cleanup)
+
+            public_app = web.Application(client_max_size=s.max_body_bytes)
+            add_routes(public_app, s.webhook_path, handler)
+            public = await self._serve(public_app, s.host, s.port, access_log=True)
+            stack.push_async_callback(self._stop_public, public)
+
+            outbox.start()
+            stack.push_async_callback(outbox.stop, s.shutdown_grace_seconds)
+            for task in (self._every(DEPTH_INTERVAL_SECONDS, self._update_depth),
+                         self._every(PRUNE_INTERVAL_SECONDS, self._prune)):
+                background = asyncio.create_task(task)
+                stack.push_async_callback(_cancel, background)
+            # Last in, first out: readiness flips before anything else stops.
+            stack.callback(self._mark_stopping)
+
+            log.info(
+                "started", port=s.port, path=s.webhook_path, metrics_port=s.metrics_port,
+                api=s.x_api, api_base=s.api_base, workers=s.workers,
+                store=s.store_url.split(":", 1)[0],
+            )
+            yield self
+        log.info("stopped")
+
+    def _facts(self, session: aiohttp.ClientSession) -> FactSource:
+        corpus = CorpusSource()
+        if not self.settings.facts_url:
+            return corpus
+
+        def count(source: str) -> None:
+            self.metrics.facts_served.labels(source).inc()
+
+        return RemoteSource(
+            self.settings.facts_url, session, corpus,
+            timeout=self.settings.facts_timeout_seconds,
+            cache_seconds=self.settings.facts_cache_seconds,
+            on_outcome=count,
+        )
+
+    @staticmethod
+    async def _serve(app: web.Application, host: str, port: int, access_log: bool
+                     ) -> web.AppRunner:
+        if access_log:
+            runner = web.AppRunner(app, handle_signals=False)
+        else:
+            runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, shutdown_timeout=5.0)
+        await site.start()
+        return runner
+
+    def _mark_stopping(self) -> None:
+        self.stopping = True
+        self.metrics.ready.set(0)
+        if self.handler is not None:
+            self.handler.accepting = False
+
+    async def _stop_public(self, runner: web.AppRunner) -> None:
+        # Requests in flight finish (their events get stored); new connections are refused.
+        await runner.cleanup()
+
+    async def readiness(self) -> str | None:
+        if self.stopping:
+            return "shutting down"
+        if self.outbox is None or not self.outbox.running:
+            return "outbox workers are not running"
+        try:
+            await asyncio.wait_for(self.store.ping(), 2.0)
+        except Exception as exc:
+            return f"store unreachable: {type(exc).__name__}"
+        return None
+
+    async def _update_depth(self) -> None:
+        self.metrics.outbox_depth.set(await self.store.depth())
+
+    async def _prune(self) -> None:
+        retention = max(2 * self.settings.max_event_age_seconds, 86400.0)
+        await self.store.prune(time.time() - retention)
+
+    @staticmethod
+    async def _every(interval: float, action: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await action()
+            except Exception:
+                log.exception("housekeeping_failed")
+            await asyncio.sleep(interval)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

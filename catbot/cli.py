@@ -1,0 +1,127 @@
+"""`catbot <command>`: the daemon, the offline demo and the X emulator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from catbot import __version__
+from catbot.config import ConfigError, load_settings
+from catbot.logs import configure_logging
+from catbot.store import StoreError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="catbot",
+        description="A webhook daemon that answers direct messages on X with cat facts.",
+    )
+    parser.add_argument("--version", action="version", version=f"catbot {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", help="run the daemon (webhook, outbox workers, metrics)",
+        description="Serve X's webhook and answer DMs. Configured by CATBOT_* variables "
+        "and a .env file; see config/catbot.env.example.",
+    )
+    _add_env_file(run)
+
+    demo = commands.add_parser(
+        "demo", help="the whole bot offline: emulator + daemon + a scripted conversation",
+        description="Start the X emulator and the daemon on free loopback ports, let a friend "
+        "DM the bot (a message, help, stop, start) and print the conversation.",
+    )
+    demo.add_argument(
+        "--once", action="store_true",
+        help="exit after the scripted conversation: 0 if every expected reply came",
+    )
+    demo.add_argument("--timeout", type=float, default=15.0,
+                      help="seconds to wait for each reply (default 15)")
+
+    from catbot.emulator.cli import configure_parser
+
+    emulator = commands.add_parser(
+        "emulator", help="the local X API emulator alone",
+        description="Play X on loopback: DM endpoints, signed webhook deliveries, the "
+        "/_emulator/ control API. Credentials come from the CATBOT_X_* variables.",
+    )
+    configure_parser(emulator)
+    return parser
+
+
+def _add_env_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--env-file", default=".env", type=Path,
+        help="read settings from this file too (default: .env, if present)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command: Callable[[argparse.Namespace], int] = {
+        "run": _run,
+        "demo": _demo,
+        "emulator": _emulator,
+    }[args.command]
+    try:
+        return command(args)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreError as exc:
+        print(f"catbot cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.env_file)
+    settings.require_credentials()
+    configure_logging(settings.log_format, settings.log_level)
+
+    from catbot.app import Daemon
+
+    daemon = Daemon(settings)
+    return run_until_signalled(daemon.run)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from catbot.demo import run_demo
+
+    return run_until_signalled(lambda stop: run_demo(stop, once=args.once, timeout=args.timeout))
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    from catbot.emulator.cli import run_from_args
+
+    return run_from_args(args)
+
+
+def run_until_signalled(
+    body: Callable[[asyncio.Event], Coroutine[Any, Any, Any]],
+) -> int:
+    """Run `body(stop)` with SIGTERM/SIGINT setting `stop`; its int result is the exit code."""
+
+    async def runner() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        result = await body(stop)
+        return result if isinstance(result, int) else EXIT_OK
+
+    return asyncio.run(runner())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Configuration: one pydantic-settings `Settings`, read from the environment and `.env`.
+
+Every variable is `CATBOT_<FIELD>`; the four OAuth credentials are also read under the
+lower-case names the original bot used (`consumer_key`, ...). A bad or missing value becomes
+one `ConfigError` whose message names each offending variable, never a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+XApi = Literal["v2", "activity", "v1.1"]
+
+PUBLIC_API_BASES: dict[str, str] = {
+    "v2": "https://api.x.com",
+    "activity": "https://api.x.com",
+    "v1.1": "https://api.twitter.com",
+}
+
+ENV_PREFIX = "CATBOT_"
+
+
+class ConfigError(Exception):
+    """Start-up configuration is unusable; the message names each bad variable."""
+
+
+def _cred(name: str, seed_name: str) -> Any:
+    return Field(default=None, validation_alias=AliasChoices(name, seed_name))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    # X credentials (OAuth 1.0a user context of the bot account).
+    x_consumer_key: SecretStr | None = _cred("CATBOT_X_CONSUMER_KEY", "consumer_key")
+    x_consumer_secret: SecretStr | None = _cred("CATBOT_X_CONSUMER_SECRET", "consumer_secret")
+    x_access_token: SecretStr | None = _cred("CATBOT_X_ACCESS_TOKEN", "access_token")
+    x_access_token_secret: SecretStr | None = _cred(
+        "CATBOT_X_ACCESS_TOKEN_SECRET", "access_token_secret"
+    )
+    x_bearer_token: SecretStr | None = None
+    x_consumer_secret_previous: SecretStr | None = None
+    x_api: XApi = "v2"
+    x_env_name: str | None = None
+    x_api_base: str | None = None
+
+    # Listeners.
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    webhook_path: str = "/webhook/twitter"
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+    # Storage and workers.
+    store_url: str = "sqlite:///./catbot.db"
+    workers: int = Field(default=4, ge=1, le=256)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    max_event_age_seconds: float = Field(default=3600.0, gt=0)
+
+    # Sending to X.
+    send_timeout_seconds: float = Field(default=10.0, gt=0)
+    send_max_attempts: int = Field(default=5, ge=1)
+    retry_initial_seconds: float = Field(default=0.5, gt=0)
+    retry_max_seconds: float = Field(default=30.0, gt=0)
+    rate_limit_default_wait_seconds: float = Field(default=60.0, gt=0)
+    dm_budget_15min: int = Field(default=200, ge=1)
+    dm_budget_24h: int = Field(default=1000, ge=1)
+
+    # What the bot says.
+    cooldown_seconds: float = Field(default=10.0, ge=0)
+    daily_cap: int = Field(default=50, ge=1)
+    trigger: str | None = None
+    reply_suffix: str = ""
+    facts_url: str | None = None
+    facts_timeout_seconds: float = Field(default=2.0, gt=0)
+    facts_cache_seconds: float = Field(default=300.0, ge=0)
+
+    # Operations.
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("webhook_path")
+    @classmethod
+    def _path_is_absolute(cls, value: str) -> str:
+        if not value.startswith("/") or "?" in value or "#" in value:
+            raise ValueError("must be an absolute URL path such as /webhook/twitter")
+        return value
+
+    @field_validator("trigger")
+    @classmethod
+    def _trigger_compiles(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value or None
+
+    @field_validator("x_api_base", "facts_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("store_url")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "redis://", "rediss://")):
+            raise ValueError("must start with sqlite:/// or redis://")
+        return value
+
+    @field_validator("x_env_name")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"[A-Za-z0-9_-]+", value):
+            raise ValueError("may hold only letters, digits, '-' and '_'")
+        return value or None
+
+    # Derived values -------------------------------------------------------------------
+
+    @property
+    def api_base(self) -> str:
+        """Where the X API is: the override, else the public base of the flavour."""
+        return self.x_api_base or PUBLIC_API_BASES[self.x_api]
+
+    @property
+    def bot_user_id(self) -> str | None:
+        """The bot account's id: X access tokens have the form `<user id>-<random>`."""
+        if self.x_access_token is None:
+            return None
+        match = re.fullmatch(r"([0-9]{1,19})-.+", self.x_access_token.get_secret_value())
+        return match.group(1) if match else None
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        if self.store_url.startswith("sqlite:///"):
+            return Path(self.store_url.removeprefix("sqlite:///"))
+        return None
+
+    def signing_secrets(self) -> list[str]:
+        """Secrets whose signatures are accepted: current first, then the rotated-out one."""
+        secrets = [s.get_secret_value() for s in (self.x_consumer_secret,) if s is not None]
+        if self.x_consumer_secret_previous is not None:
+            secrets.append(self.x_consumer_secret_previous.get_secret_value())
+        return secrets
+
+    def require_credentials(self) -> None:
+        """Fail with one message naming every missing credential (needed by run/dev)."""
+        missing = [
+            env_name(field)
+            for field in (
+                "x_consumer_key",
+                "x_consumer_secret",
+                "x_access_token",
+                "x_access_token_secret",
+            )
+            if not _filled(getattr(self, field))
+        ]
+        if self.x_api == "v1.1" and not self.x_env_name:
+            missing.append(env_name("x_env_name") + " (required when CATBOT_X_API=v1.1)")
+        if missing:
+            raise ConfigError(
+                "catbot cannot start, configuration is incomplete:\n"
+                + "\n".join(f"  {name}: missing" for name in missing)
+            )
+
+
+def _filled(value: SecretStr | None) -> bool:
+    return value is not None and value.get_secret_value().strip() != ""
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets `field`."""
+    return ENV_PREFIX + field.upper()
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Read settings; turn validation errors into one readable `ConfigError`."""
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error.get("loc", ())]
+        field = loc[0] if loc else "?"
+        name = field if field.upper().startswith(ENV_PREFIX) else env_name(field)
+        if field.islower() and field in Settings.model_fields:
+            name = env_name(field)
+        raw = error.get("input")
+        secret = any(word in name.lower() for word in ("secret", "token", "key"))
+        hide = secret or raw is None or isinstance(raw, dict)
+        shown = "" if hide else f" (got {str(raw)[:60]!r})"
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        lines.append(f"  {name.upper()}: {message}{shown}")
+    return "catbot cannot start, configuration is invalid:\n" + "\n".join(lines)

@@ -1,0 +1,132 @@
+"""Prometheus metrics and the internal HTTP listener (`/metrics`, `/livez`, `/readyz`).
+
+Every metric is `catbot_*` and every label takes values from a small fixed set: never a user
+id, an event id or message text. Each daemon owns its own registry, so tests can run several
+in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.openmetrics.exposition import (
+    CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE,
+)
+from prometheus_client.openmetrics.exposition import (
+    generate_latest as generate_openmetrics,
+)
+
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_REPLY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.webhook_requests = Counter(
+            "catbot_webhook_requests", "Webhook HTTP requests by outcome", ["outcome"], registry=r
+        )
+        self.crc_responses = Counter(
+            "catbot_crc_responses", "CRC challenges answered", registry=r
+        )
+        self.last_crc = Gauge(
+            "catbot_last_crc_timestamp_seconds",
+            "Unix time of the last CRC challenge answered", registry=r,
+        )
+        self.signature_failures = Counter(
+            "catbot_signature_failures", "Rejected webhook signatures by reason", ["reason"],
+            registry=r,
+        )
+        self.events = Counter(
+            "catbot_events", "Webhook events by kind and fate", ["kind", "fate"], registry=r
+        )
+        self.decisions = Counter(
+            "catbot_decisions", "What the bot decided for each DM", ["reason"], registry=r
+        )
+        self.dms_sent = Counter(
+            "catbot_dms_sent", "DM send attempts that ended, by outcome", ["outcome"], registry=r
+        )
+        self.send_seconds = Histogram(
+            "catbot_dm_send_seconds", "Latency of one DM send request to X",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.retries = Counter(
+            "catbot_send_retries", "DM send retries by cause", ["cause"], registry=r
+        )
+        self.rate_limit_waits = Counter(
+            "catbot_rate_limit_waits", "Times sending paused for a rate limit", ["source"],
+            registry=r,
+        )
+        self.rate_limit_wait_seconds = Counter(
+            "catbot_rate_limit_wait_seconds", "Seconds sending was paused by rate limits",
+            registry=r,
+        )
+        self.outbox_depth = Gauge(
+            "catbot_outbox_depth", "Jobs waiting or in progress in the outbox", registry=r
+        )
+        self.dead_letters = Counter(
+            "catbot_dead_letters", "Jobs given up as permanently failed", ["reason"], registry=r
+        )
+        self.event_to_reply = Histogram(
+            "catbot_event_to_reply_seconds", "From the DM's creation at X to our reply accepted",
+            buckets=_REPLY_BUCKETS, registry=r,
+        )
+        self.facts_served = Counter(
+            "catbot_facts_served", "Facts served by source", ["source"], registry=r
+        )
+        self.workers_busy = Gauge(
+            "catbot_workers_busy", "Outbox workers currently handling a job", registry=r
+        )
+        self.ready = Gauge("catbot_ready", "1 when the daemon reports ready", registry=r)
+
+
+@dataclass
+class Health:
+    """What `/readyz` reports; `check` raises or returns a reason when not ready."""
+
+    check: Callable[[], Awaitable[str | None]]
+
+
+def internal_app(metrics: Metrics, health: Health) -> web.Application:
+    """The internal listener's app; never mounted on the public port."""
+
+    async def metrics_view(request: web.Request) -> web.Response:
+        accept = request.headers.get("Accept", "")
+        if "application/openmetrics-text" in accept:
+            body = generate_openmetrics(metrics.registry)
+            content_type = OPENMETRICS_CONTENT_TYPE
+        else:
+            body = generate_latest(metrics.registry)
+            content_type = TEXT_CONTENT_TYPE
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def livez(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        try:
+            problem = await health.check()
+        except Exception as exc:  # the check itself failing means not ready
+            problem = f"health check failed: {type(exc).__name__}"
+        metrics.ready.set(0 if problem else 1)
+        if problem:
+            return web.json_response({"status": "not ready", "reason": problem}, status=503)
+        return web.json_response({"status": "ready"})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/readyz", readyz)
+    return app

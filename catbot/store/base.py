@@ -1,0 +1,60 @@
+"""The `Store` protocol: durable dedupe, the outbox queue and per-user state.
+
+Every implementation gives the same guarantees (checked by one shared contract suite):
+- `enqueue` dedupes by event id and queues a job in one atomic step;
+- a job is claimed under a lease, at most one job per user at a time, oldest first, so a
+  user's messages are answered in order and their state is never updated concurrently;
+- `complete`/`release`/`dead_letter` succeed only for the current claim (the token), and
+  `complete` persists the user's new state in the same step as the ack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from catbot.brain import UserState
+from catbot.models import DeadLetter, InboundDM, Job
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used."""
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise when the store is unreachable."""
+
+    async def enqueue(self, events: Sequence[InboundDM], now: float) -> list[bool]:
+        """Remember and queue each event; True for new ones, False for duplicates."""
+
+    async def claim(self, now: float, lease_seconds: float) -> Job | None: ...
+
+    async def extend(self, job: Job, now: float, lease_seconds: float) -> bool: ...
+
+    async def complete(self, job: Job, state: UserState | None) -> bool:
+        """Ack the job and save the user's state atomically; False if the lease was lost."""
+
+    async def release(self, job: Job, not_before: float, error: str) -> bool:
+        """Hand the job back, claimable again from `not_before`."""
+
+    async def dead_letter(
+        self, job: Job, reason: str, now: float, state: UserState | None
+    ) -> bool: ...
+
+    async def release_all_claims(self) -> int:
+        """Hand back every claimed job; only for a store with a single owning process."""
+
+    async def get_user(self, user_id: str) -> UserState: ...
+
+    async def depth(self) -> int:
+        """Jobs waiting or in progress."""
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+
+    async def prune(self, seen_before: float) -> int:
+        """Forget event ids seen before `seen_before` (dedupe window housekeeping)."""

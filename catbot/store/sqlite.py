@@ -1,0 +1,308 @@
+"""The embedded store: one SQLite file in WAL mode, owned by one process.
+
+The owning process holds an exclusive lock on `<db>.lock` for its lifetime, so claims left by
+a previous (crashed) run can be handed back at start-up instead of waiting out their lease.
+All writes go through one connection, serialised by an asyncio lock so that the statements
+of one transaction never interleave with another coroutine's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import aiosqlite
+
+from catbot.brain import UserState
+from catbot.models import DeadLetter, InboundDM, Job
+from catbot.store.base import StoreError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events_seen (
+    event_id TEXT PRIMARY KEY,
+    seen_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_seen_at ON events_seen (seen_at);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    enqueued_at REAL NOT NULL,
+    available_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    claim_token TEXT,
+    lease_until REAL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_user ON jobs (user_id, id);
+CREATE TABLE IF NOT EXISTS users (
+    user_id TEXT PRIMARY KEY,
+    opted_out INTEGER NOT NULL DEFAULT 0,
+    last_fact_at REAL,
+    day TEXT NOT NULL DEFAULT '',
+    replies_today INTEGER NOT NULL DEFAULT 0,
+    seen_facts TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    failed_at REAL NOT NULL
+);
+"""
+
+# Only the oldest job of each user is claimable, and only while none of that user's jobs is
+# leased: one user's messages are answered in order, one at a time.
+_CLAIM = """
+UPDATE jobs SET claim_token = :token, lease_until = :lease_until, attempts = attempts + 1
+WHERE id = (
+    SELECT j.id FROM jobs AS j
+    WHERE j.available_at <= :now
+      AND (j.lease_until IS NULL OR j.lease_until < :now)
+      AND j.id = (SELECT MIN(k.id) FROM jobs AS k WHERE k.user_id = j.user_id)
+    ORDER BY j.id
+    LIMIT 1
+)
+RETURNING id, payload, attempts, enqueued_at
+"""
+
+
+class SQLiteStore:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+        self._lock_file: IO[bytes] | None = None
+        self._write = asyncio.Lock()
+
+    # Lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._take_ownership()
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: an event acknowledged to X survives a power cut, not only a crash.
+            await self._db.execute("PRAGMA synchronous=FULL")
+            await self._db.execute("PRAGMA busy_timeout=5000")
+            await self._db.executescript(_SCHEMA)
+        except Exception as exc:
+            await self.close()
+            raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+
+    def _take_ownership(self) -> None:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        handle = open(lock_path, "ab")  # noqa: SIM115 - held open for the process lifetime
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreError(
+                f"another catbot process owns {self.path} (lock {lock_path}); "
+                "SQLite supports one daemon at a time, use a Redis store for several"
+            ) from None
+        self._lock_file = handle
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("store is not open")
+        return self._db
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._write:
+            db = self.db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+            await db.execute("COMMIT")
+
+    async def ping(self) -> None:
+        async with self.db.execute("SELECT 1") as cursor:
+            await cursor.fetchone()
+
+    # Queue --------------------------------------------------------------------------------
+
+    async def enqueue(self, events: Sequence[InboundDM], now: float) -> list[bool]:
+        fresh: list[bool] = []
+        async with self._transaction() as db:
+            for event in events:
+                cursor = await db.execute(
+                    "INSERT OR IGNORE INTO events_seen (event_id, seen_at) VALUES (?, ?)",
+                    (event.event_id, now),
+                )
+                is_new = cursor.rowcount == 1
+                if is_new:
+                    await db.execute(
+                        "INSERT INTO jobs (event_id, user_id, payload, enqueued_at, available_at)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (event.event_id, event.sender_id, _dump_event(event), now, now),
+                    )
+                fresh.append(is_new)
+        return fresh
+
+    async def claim(self, now: float, lease_seconds: float) -> Job | None:
+        token = secrets.token_hex(8)
+        async with self._transaction() as db:
+            params = {"token": token, "lease_until": now + lease_seconds, "now": now}
+            async with db.execute(_CLAIM, params) as cursor:
+                row = await cursor.fetchone()
+        if row is None:
+            return None
+        job_id, payload, attempts, enqueued_at = row
+        return Job(int(job_id), _load_event(payload), int(attempts), token, float(enqueued_at))
+
+    async def extend(self, job: Job, now: float, lease_seconds: float) -> bool:
+        return await self._update_claimed(
+            job, "UPDATE jobs SET lease_until = ? WHERE id = ? AND claim_token = ?",
+            (now + lease_seconds,),
+        )
+
+    async def complete(self, job: Job, state: UserState | None) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "DELETE FROM jobs WHERE id = ? AND claim_token = ?", (job.job_id, job.claim_token)
+            )
+            owned = cursor.rowcount == 1
+            if owned and state is not None:
+                await _save_user(db, state)
+        return owned
+
+    async def release(self, job: Job, not_before: float, error: str) -> bool:
+        return await self._update_claimed(
+            job,
+            "UPDATE jobs SET claim_token = NULL, lease_until = NULL, available_at = ?,"
+            " last_error = ? WHERE id = ? AND claim_token = ?",
+            (not_before, error[:500]),
+        )
+
+    async def dead_letter(
+        self, job: Job, reason: str, now: float, state: UserState | None
+    ) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "DELETE FROM jobs WHERE id = ? AND claim_token = ?", (job.job_id, job.claim_token)
+            )
+            owned = cursor.rowcount == 1
+            if owned:
+                await db.execute(
+                    "INSERT INTO dead_letters (event_id, user_id, reason, payload, failed_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (job.event.event_id, job.event.sender_id, reason[:500],
+                     _dump_event(job.event), now),
+                )
+                if state is not None:
+                    await _save_user(db, state)
+        return owned
+
+    async def _update_claimed(self, job: Job, sql: str, values: tuple[Any, ...]) -> bool:
+        async with self._transaction() as db:
+            cursor = await db.execute(sql, (*values, job.job_id, job.claim_token))
+            return cursor.rowcount == 1
+
+    async def release_all_claims(self) -> int:
+        async with self._transaction() as db:
+            cursor = await db.execute(
+                "UPDATE jobs SET claim_token = NULL, lease_until = NULL"
+                " WHERE claim_token IS NOT NULL"
+            )
+            return cursor.rowcount
+
+    async def depth(self) -> int:
+        async with self.db.execute("SELECT COUNT(*) FROM jobs") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        async with self.db.execute(
+            "SELECT event_id, user_id, reason, failed_at FROM dead_letters"
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [DeadLetter(str(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in rows]
+
+    async def prune(self, seen_before: float) -> int:
+        async with self._transaction() as db:
+            cursor = await db.execute("DELETE FROM events_seen WHERE seen_at < ?", (seen_before,))
+            return cursor.rowcount
+
+    # Users --------------------------------------------------------------------------------
+
+    async def get_user(self, user_id: str) -> UserState:
+        async with self.db.execute(
+            "SELECT opted_out, last_fact_at, day, replies_today, seen_facts FROM users"
+            " WHERE user_id = ?",
+            (user_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return UserState(user_id)
+        opted_out, last_fact_at, day, replies_today, seen = row
+        return UserState(
+            user_id=user_id,
+            opted_out=bool(opted_out),
+            last_fact_at=None if last_fact_at is None else float(last_fact_at),
+            day=str(day),
+            replies_today=int(replies_today),
+            seen_facts=frozenset(json.loads(seen)),
+        )
+
+
+async def _save_user(db: aiosqlite.Connection, state: UserState) -> None:
+    await db.execute(
+        "INSERT INTO users (user_id, opted_out, last_fact_at, day, replies_today, seen_facts)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET"
+        " opted_out = excluded.opted_out, last_fact_at = excluded.last_fact_at,"
+        " day = excluded.day, replies_today = excluded.replies_today,"
+        " seen_facts = excluded.seen_facts",
+        (state.user_id, int(state.opted_out), state.last_fact_at, state.day,
+         state.replies_today, json.dumps(sorted(state.seen_facts))),
+    )
+
+
+def _dump_event(event: InboundDM) -> str:
+    return json.dumps(
+        {
+            "event_id": event.event_id,
+            "sender_id": event.sender_id,
+            "recipient_id": event.recipient_id,
+            "for_user_id": event.for_user_id,
+            "text": event.text,
+            "created_at": event.created_at,
+        }
+    )
+
+
+def _load_event(payload: str) -> InboundDM:
+    data = json.loads(payload)
+    return InboundDM(
+        event_id=str(data["event_id"]),
+        sender_id=str(data["sender_id"]),
+        recipient_id=str(data["recipient_id"]),
+        for_user_id=str(data["for_user_id"]),
+        text=str(data["text"]),
+        created_at=float(data["created_at"]),
+    )

@@ -1,0 +1,146 @@
+"""The webhook's request handlers: answer the CRC, verify, parse, store, acknowledge.
+
+The POST handler only verifies and hands off: an event is acknowledged with 200 once it is
+durably queued; replying happens in the outbox. Nothing slow runs inside the request.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from catbot.logs import get_logger
+from catbot.models import InboundDM
+from catbot.observability import Metrics
+from catbot.signing import SIGNATURE_HEADER, crc_response_token
+from catbot.store import Store
+from catbot.webhook.events import MalformedBody, parse_delivery
+from catbot.webhook.signature import SignatureVerifier
+
+log = get_logger("catbot.webhook")
+
+
+@dataclass(frozen=True)
+class WebhookPolicy:
+    consumer_secret: str
+    bot_user_id: str | None
+    max_event_age_seconds: float
+    max_body_bytes: int
+
+
+def classify(dm: InboundDM, policy: WebhookPolicy, now: float) -> str:
+    """The fate of one parsed DM before storage: "accept", or why it is ignored."""
+    own_ids = {dm.for_user_id}
+    if policy.bot_user_id:
+        own_ids.add(policy.bot_user_id)
+    if dm.sender_id in own_ids:
+        # The bot's own replies come back as events: answering them would loop forever.
+        return "own"
+    if policy.bot_user_id and dm.for_user_id != policy.bot_user_id:
+        return "not_for_us"
+    if now - dm.created_at > policy.max_event_age_seconds:
+        return "stale"
+    return "accept"
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class WebhookHandler:
+    def __init__(
+        self,
+        policy: WebhookPolicy,
+        verifier: SignatureVerifier,
+        store: Store,
+        metrics: Metrics,
+        on_enqueued: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policy = policy
+        self.verifier = verifier
+        self.store = store
+        self.metrics = metrics
+        self.on_enqueued = on_enqueued
+        self.clock = clock
+        self.accepting = True
+
+    async def crc(self, request: web.Request) -> web.Response:
+        token = request.query.get("crc_token")
+        if not token:
+            self.metrics.webhook_requests.labels("bad_request").inc()
+            return _error(400, "missing crc_token query parameter")
+        self.metrics.webhook_requests.labels("crc").inc()
+        self.metrics.crc_responses.inc()
+        self.metrics.last_crc.set(self.clock())
+        log.info("crc_answered")
+        return web.json_response(
+            {"response_token": crc_response_token(self.policy.consumer_secret, token)}
+        )
+
+    async def events(self, request: web.Request) -> web.Response:
+        if not self.accepting:
+            # Shutting down: X retries a 503, and our store stays consistent.
+            self.metrics.webhook_requests.labels("unavailable").inc()
+            return _error(503, "shutting down")
+        length = request.content_length
+        if length is not None and length > self.policy.max_body_bytes:
+            self.metrics.webhook_requests.labels("too_large").inc()
+            return _error(413, f"body larger than {self.policy.max_body_bytes} bytes")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            self.metrics.webhook_requests.labels("too_large").inc()
+            return _error(413, f"body larger than {self.policy.max_body_bytes} bytes")
+
+        verdict = self.verifier.verify(request.headers.get(SIGNATURE_HEADER), body)
+        if not verdict.ok:
+            self.metrics.signature_failures.labels(verdict.reason).inc()
+            self.metrics.webhook_requests.labels("unauthorized").inc()
+            log.warning("signature_rejected", reason=verdict.reason)
+            return _error(401, "invalid or missing signature")
+
+        try:
+            delivery = parse_delivery(json.loads(body))
+        except (ValueError, RecursionError):
+            self.metrics.webhook_requests.labels("bad_json").inc()
+            return _error(400, "body is not a JSON object")
+
+        now = self.clock()
+        accepted: list[InboundDM] = []
+        for kind, fate in delivery.ignored:
+            self.metrics.events.labels(kind, fate).inc()
+        for dm in delivery.direct_messages:
+            fate = classify(dm, self.policy, now)
+            if fate == "accept":
+                accepted.append(dm)
+            else:
+                self.metrics.events.labels("direct_message", fate).inc()
+                log.info("event_ignored", event_id=dm.event_id, fate=fate)
+
+        if accepted:
+            try:
+                fresh = await self.store.enqueue(accepted, now)
+            except Exception:
+                # Not stored, so not acknowledged: X will deliver it again.
+                log.exception("enqueue_failed", events=len(accepted))
+                self.metrics.webhook_requests.labels("store_error").inc()
+                return _error(503, "could not store the events, retry later")
+            for dm, is_new in zip(accepted, fresh, strict=True):
+                fate = "enqueued" if is_new else "duplicate"
+                self.metrics.events.labels("direct_message", fate).inc()
+                log.info("event_" + fate, event_id=dm.event_id)
+            if any(fresh):
+                self.on_enqueued()
+
+        self.metrics.webhook_requests.labels("accepted").inc()
+        return web.json_response({"ok": True})
+
+
+def add_routes(app: web.Application, path: str, handler: WebhookHandler) -> None:
+    app.router.add_get(path, handler.crc)
+    app.router.add_post(path, handler.events)
