@@ -98,7 +98,9 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from catbot.demo import run_demo
 
-    return run_until_signalled(lambda stop: run_demo(stop, once=args.once, timeout=args.timeout))
+    return run_until_signalled(
+        lambda stop: run_demo(stop, once=args.once, reply_seconds=args.timeout)
+    )
 
 
 def _emulator(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ smoke test: it exits non-zero when an expected reply is missing or wrong.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import tempfile
@@ -20,6 +21,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from pydantic import SecretStr
 
 from catbot.app import Daemon
 from catbot.brain import HELP_TEXT, START_TEXT, STOP_TEXT
@@ -86,10 +88,10 @@ async def demo_world(workdir: Path) -> AsyncIterator[Ports]:
     webhook_url = f"http://127.0.0.1:{ports.webhook}/webhook/twitter"
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None,
-        x_consumer_key=DEMO_CREDENTIALS["CATBOT_X_CONSUMER_KEY"],
-        x_consumer_secret=DEMO_CREDENTIALS["CATBOT_X_CONSUMER_SECRET"],
-        x_access_token=DEMO_CREDENTIALS["CATBOT_X_ACCESS_TOKEN"],
-        x_access_token_secret=DEMO_CREDENTIALS["CATBOT_X_ACCESS_TOKEN_SECRET"],
+        x_consumer_key=SecretStr(DEMO_CREDENTIALS["CATBOT_X_CONSUMER_KEY"]),
+        x_consumer_secret=SecretStr(DEMO_CREDENTIALS["CATBOT_X_CONSUMER_SECRET"]),
+        x_access_token=SecretStr(DEMO_CREDENTIALS["CATBOT_X_ACCESS_TOKEN"]),
+        x_access_token_secret=SecretStr(DEMO_CREDENTIALS["CATBOT_X_ACCESS_TOKEN_SECRET"]),
         x_consumer_secret_previous=None,
         x_api="v2",
         x_api_base=f"http://127.0.0.1:{ports.emulator}",
@@ -148,9 +150,9 @@ class Conversation:
         self.seen = len(messages)
         return fresh
 
-    async def reply_within(self, timeout: float) -> str | None:
-        """The bot's next DM to the friend, or None if none came in `timeout` seconds."""
-        deadline = asyncio.get_running_loop().time() + timeout
+    async def reply_within(self, seconds: float) -> str | None:
+        """The bot's next DM to the friend, or None if none came within `seconds`."""
+        deadline = asyncio.get_running_loop().time() + seconds
         while True:
             for message in await self.new_messages():
                 if message["sender_id"] == BOT_USER_ID:
@@ -164,7 +166,7 @@ def _say(who: str, text: str) -> None:
     print(f"  {who:>7} │ {text}", flush=True)
 
 
-async def run_script(conversation: Conversation, timeout: float) -> list[str]:
+async def run_script(conversation: Conversation, reply_seconds: float) -> list[str]:
     """Play the script; returns the failures (empty when every reply was as expected)."""
     failures = []
     for step in SCRIPT:
@@ -172,7 +174,9 @@ async def run_script(conversation: Conversation, timeout: float) -> list[str]:
         await conversation.send(step.text)
         _say(FRIEND_NAME, step.text)
         # Silence is proven by waiting a while; a reply is usually there in milliseconds.
-        reply = await conversation.reply_within(timeout if step.expect else min(timeout, 1.5))
+        reply = await conversation.reply_within(
+            reply_seconds if step.expect else min(reply_seconds, 1.5)
+        )
         if reply is None:
             _say("catbot", "(no reply)")
             if step.expect is not None:
@@ -184,7 +188,7 @@ async def run_script(conversation: Conversation, timeout: float) -> list[str]:
     return failures
 
 
-async def run_demo(stop: asyncio.Event, once: bool = False, timeout: float = 15.0) -> int:
+async def run_demo(stop: asyncio.Event, once: bool = False, reply_seconds: float = 15.0) -> int:
     configure_logging("text", "WARNING")
     with tempfile.TemporaryDirectory(prefix="catbot-demo-") as workdir:
         async with demo_world(Path(workdir)) as ports, aiohttp.ClientSession() as session:
@@ -195,7 +199,7 @@ async def run_demo(stop: asyncio.Event, once: bool = False, timeout: float = 15.
                 flush=True,
             )
             conversation = Conversation(session, ports.emulator)
-            failures = await run_script(conversation, timeout)
+            failures = await run_script(conversation, reply_seconds)
             print()
             if failures:
                 print("demo FAILED:", *failures, sep="\n  ", flush=True)
@@ -221,7 +225,5 @@ async def _follow(conversation: Conversation, stop: asyncio.Event) -> None:
         for message in await conversation.new_messages():
             who = "catbot" if message["sender_id"] == BOT_USER_ID else FRIEND_NAME
             _say(who, str(message["text"]))
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.3)
-        except TimeoutError:
-            pass

@@ -105,7 +105,7 @@ def internal_app(metrics: Metrics, health: Health) -> web.Application:
     async def metrics_view(request: web.Request) -> web.Response:
         accept = request.headers.get("Accept", "")
         if "application/openmetrics-text" in accept:
-            body = generate_openmetrics(metrics.registry)
+            body = generate_openmetrics(metrics.registry)  # type: ignore[no-untyped-call]
             content_type = OPENMETRICS_CONTENT_TYPE
         else:
             body = generate_latest(metrics.registry)

@@ -18,7 +18,7 @@ from catbot.models import InboundDM
 from catbot.observability import Metrics
 from catbot.signing import SIGNATURE_HEADER, crc_response_token
 from catbot.store import Store
-from catbot.webhook.events import MalformedBody, parse_delivery
+from catbot.webhook.events import parse_delivery
 from catbot.webhook.signature import SignatureVerifier
 
 log = get_logger("catbot.webhook")

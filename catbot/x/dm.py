@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,7 +115,7 @@ class DMSender:
             if exc.status >= 500 or exc.status in (408, 425):
                 raise TransientSendError(f"HTTP {exc.status} {exc.message}") from exc
             raise PermanentSendError(f"HTTP {exc.status} {exc.message}") from exc
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise TransientSendError(f"{type(exc).__name__}: {exc}") from exc
         return await _sent(response)
 

@@ -1,0 +1,148 @@
+"""Command-line wiring: `catbot emulator` options and the run-until-signalled loop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from catbot.emulator.app import start_emulator
+from catbot.emulator.config import (
+    API_FLAVOURS,
+    DEFAULT_BOT_USER_ID,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    ConfigError,
+    EmulatorConfig,
+    config_from_env,
+    read_env_file,
+)
+
+log = logging.getLogger("catbot.emulator")
+
+EXIT_OK = 0
+EXIT_RUNTIME_ERROR = 1
+EXIT_CONFIG_ERROR = 2
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the emulator's options. Defaults are None so the environment can fill gaps."""
+    parser.add_argument("--host", help=f"address to listen on (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, help=f"port to listen on (default {DEFAULT_PORT})")
+    parser.add_argument(
+        "--api",
+        choices=API_FLAVOURS,
+        help="delivery envelope: v2 and v1.1 = Account Activity, activity = X Activity API "
+        "(default: CATBOT_X_API, else v2)",
+    )
+    parser.add_argument(
+        "--webhook-url",
+        dest="webhook_urls",
+        action="append",
+        metavar="URL",
+        help="webhook registered and subscribed for the bot once its CRC passes (repeatable)",
+    )
+    parser.add_argument(
+        "--bot-user-id",
+        help="bot account id when CATBOT_X_ACCESS_TOKEN is not '<id>-...' "
+        f"(default {DEFAULT_BOT_USER_ID})",
+    )
+    parser.add_argument(
+        "--dm-rate-limit", type=int, help="DM sends allowed per window (default 200)"
+    )
+    parser.add_argument(
+        "--dm-rate-window", type=float, metavar="SECONDS", help="rate window (default 900)"
+    )
+    parser.add_argument(
+        "--crc-timeout", type=float, metavar="SECONDS", help="CRC answer deadline (default 3)"
+    )
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        help="read CATBOT_X_* from this file too; environment wins (default: ./.env if present)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="stderr log level (default INFO)",
+    )
+
+
+def _environment(env_file: Path | None) -> dict[str, str]:
+    path = env_file if env_file is not None else Path(".env")
+    values: dict[str, str] = {}
+    if env_file is not None or path.is_file():
+        try:
+            values = read_env_file(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot read env file {path}: {exc.strerror}") from None
+    values.update(os.environ)
+    return values
+
+
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    return config_from_env(
+        _environment(getattr(args, "env_file", None)),
+        host=args.host,
+        port=args.port,
+        api=args.api,
+        webhook_urls=args.webhook_urls,
+        bot_user_id=args.bot_user_id,
+        dm_rate_limit=args.dm_rate_limit,
+        dm_rate_window=args.dm_rate_window,
+        crc_timeout=args.crc_timeout,
+    )
+
+
+async def _serve(config: EmulatorConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Not available on every platform, nor outside the main thread.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        running = await start_emulator(config)
+    except OSError as exc:
+        print(
+            f"catbot emulator: cannot listen on {config.host}:{config.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return EXIT_RUNTIME_ERROR
+    try:
+        print(
+            f"catbot emulator listening on {running.url} "
+            f"(api={config.api}, bot user {config.bot_user_id})",
+            flush=True,
+        )
+        if not (config.consumer_key and config.access_token and config.access_token_secret):
+            log.warning(
+                "CATBOT_X_CONSUMER_KEY, CATBOT_X_ACCESS_TOKEN or CATBOT_X_ACCESS_TOKEN_SECRET "
+                "unset: OAuth checks accept any key or token and sign with an empty token secret"
+            )
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await running.stop()
+    return EXIT_OK
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run until SIGINT or SIGTERM; 0 on a clean stop, 2 on bad configuration."""
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO"),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"catbot emulator: {exc}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    return asyncio.run(_serve(config))

@@ -1,0 +1,183 @@
+"""Emulator settings: credentials from the daemon's environment variables, the rest from flags.
+
+The emulator reads the same `CATBOT_X_*` variables as the daemon (and the seed's lower-case
+names) so that one environment drives both ends of the loop and they agree on the secrets.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, cast, get_args
+
+from catbot.emulator.urls import webhook_url_problem
+
+ApiFlavour = Literal["v2", "activity", "v1.1"]
+API_FLAVOURS: tuple[str, ...] = get_args(ApiFlavour)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8099
+DEFAULT_BOT_USER_ID = "1000"
+
+USER_ID_RE = re.compile(r"^[0-9]{1,19}$")
+# X access tokens look like "<user id>-<random>"; the prefix names the account.
+_ACCESS_TOKEN_RE = re.compile(r"^([0-9]{1,19})-.+$")
+
+# Field name -> variables to read, first non-empty wins (the daemon's order).
+CREDENTIAL_VARIABLES: dict[str, tuple[str, ...]] = {
+    "consumer_key": ("CATBOT_X_CONSUMER_KEY", "consumer_key"),
+    "consumer_secret": ("CATBOT_X_CONSUMER_SECRET", "consumer_secret"),
+    "access_token": ("CATBOT_X_ACCESS_TOKEN", "access_token"),
+    "access_token_secret": ("CATBOT_X_ACCESS_TOKEN_SECRET", "access_token_secret"),
+    "bearer_token": ("CATBOT_X_BEARER_TOKEN",),
+}
+API_VARIABLE = "CATBOT_X_API"
+
+
+class ConfigError(ValueError):
+    """The emulator cannot start with these settings; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    # Secrets stay out of repr so that a logged config never leaks them.
+    consumer_secret: str = field(repr=False)
+    consumer_key: str | None = field(default=None, repr=False)
+    access_token: str | None = field(default=None, repr=False)
+    access_token_secret: str | None = field(default=None, repr=False)
+    bearer_token: str | None = field(default=None, repr=False)
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    api: ApiFlavour = "v2"
+    webhook_urls: tuple[str, ...] = ()
+    bot_user_id: str = DEFAULT_BOT_USER_ID
+    bot_screen_name: str = "catbot"
+    bot_name: str = "catbot"
+    # X stamps the bot's own sent DMs with the id of the app that sent them.
+    app_id: str = "3033300"
+    app_name: str = "catbot"
+    activity_tag: str = "catbot"
+
+    dm_rate_limit: int = 200
+    dm_rate_window: float = 900.0
+    max_text_length: int = 10_000
+    max_clock_skew: float = 300.0
+
+    crc_timeout: float = 3.0
+    crc_retry_interval: float = 0.5
+    crc_retry_total: float = 60.0
+    delivery_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        problems = list(self._problems())
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def _problems(self) -> Iterable[str]:
+        if not self.consumer_secret:
+            yield "CATBOT_X_CONSUMER_SECRET is required (it keys CRC answers and signatures)"
+        if self.api not in API_FLAVOURS:
+            yield f"api must be one of {', '.join(API_FLAVOURS)}, not {self.api!r}"
+        if not 0 <= self.port <= 65535:
+            yield f"port must be between 0 and 65535, not {self.port}"
+        if not USER_ID_RE.match(self.bot_user_id):
+            yield f"bot user id must be 1 to 19 digits, not {self.bot_user_id!r}"
+        for url in self.webhook_urls:
+            problem = webhook_url_problem(url)
+            if problem:
+                yield f"--webhook-url {url}: {problem}"
+        if self.dm_rate_limit < 1:
+            yield "dm rate limit must be at least 1"
+        for name in (
+            "dm_rate_window",
+            "crc_timeout",
+            "crc_retry_interval",
+            "delivery_timeout",
+            "max_clock_skew",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                yield f"{name.replace('_', ' ')} must be a positive number of seconds"
+        if not (math.isfinite(self.crc_retry_total) and self.crc_retry_total >= 0):
+            yield "crc retry total must be zero or more seconds"
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def bot_user_id_from_token(access_token: str | None) -> str | None:
+    if access_token is None:
+        return None
+    match = _ACCESS_TOKEN_RE.match(access_token)
+    return match.group(1) if match else None
+
+
+def _first(env: Mapping[str, str], names: Iterable[str]) -> str | None:
+    for name in names:
+        value = env.get(name)
+        if value:
+            return value
+    return None
+
+
+def config_from_env(env: Mapping[str, str], **cli_overrides: Any) -> EmulatorConfig:
+    """Build the config from environment variables, then command-line values.
+
+    Overrides that are None count as "not given", so argparse defaults of None fall through
+    to the environment or the dataclass default.
+    """
+    known = {f.name for f in fields(EmulatorConfig)}
+    unknown = sorted(set(cli_overrides) - known)
+    if unknown:
+        raise TypeError(f"unknown emulator settings: {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name, variables in CREDENTIAL_VARIABLES.items():
+        value = _first(env, variables)
+        if value is not None:
+            values[name] = value
+    if "consumer_secret" not in values:
+        raise ConfigError(
+            "CATBOT_X_CONSUMER_SECRET is required (the app's consumer secret keys the CRC "
+            "answers and the delivery signatures); set it or consumer_secret"
+        )
+    api = env.get(API_VARIABLE)
+    if api:
+        if api not in API_FLAVOURS:
+            raise ConfigError(f"{API_VARIABLE} must be one of {', '.join(API_FLAVOURS)}")
+        values["api"] = api
+    values.update({k: v for k, v in cli_overrides.items() if v is not None})
+    urls = values.get("webhook_urls")
+    if isinstance(urls, str):
+        values["webhook_urls"] = (urls,)
+    elif urls is not None:
+        values["webhook_urls"] = tuple(cast(Iterable[str], urls))
+    # The token names the account it belongs to; a flag cannot make it someone else.
+    token_user = bot_user_id_from_token(values.get("access_token"))
+    if token_user is not None:
+        values["bot_user_id"] = token_user
+    return EmulatorConfig(**values)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Read KEY=VALUE lines the way the daemon's `.env` support does, minus interpolation."""
+    result: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        result[key.strip()] = value
+    return result

@@ -1,0 +1,223 @@
+"""The emulator's outgoing HTTP: CRC challenges and signed event POSTs to webhooks.
+
+One `aiohttp.ClientSession` serves all of it; the app's cleanup context opens and closes it.
+Redirects are never followed: X treats a 3xx answer to a CRC as a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from catbot.emulator.state import EmulatorState, SignedBody, Webhook
+from catbot.signing import SIGNATURE_HEADER, crc_response_token
+
+log = logging.getLogger("catbot.emulator.delivery")
+
+_MAX_ANSWER_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    url: str | None
+    status: int | None
+    error: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "status": self.status, "error": self.error}
+
+
+@dataclass(frozen=True)
+class CrcOutcome:
+    ok: bool
+    status: int | None
+    error: str | None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Deliverer:
+    def __init__(
+        self,
+        state: EmulatorState,
+        consumer_secret: str,
+        *,
+        crc_timeout: float,
+        delivery_timeout: float,
+    ) -> None:
+        self._state = state
+        self._secret = consumer_secret
+        self._crc_timeout = crc_timeout
+        self._delivery_timeout = delivery_timeout
+        self._session: aiohttp.ClientSession | None = None
+        # One CRC at a time per webhook: a delivery waiting on a running CRC reuses its result.
+        self._crc_locks: dict[str, asyncio.Lock] = {}
+
+    async def open(self) -> None:
+        self._session = aiohttp.ClientSession()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the emulator's HTTP client is not open (app not started)")
+        return self._session
+
+    # --- CRC ---------------------------------------------------------------------------
+
+    async def _challenge(self, url: str) -> CrcOutcome:
+        token = secrets.token_urlsafe(24)
+        expected = crc_response_token(self._secret, token)
+        target = URL(url).update_query(crc_token=token)
+        timeout = aiohttp.ClientTimeout(total=self._crc_timeout)
+        try:
+            async with self.session.get(target, timeout=timeout, allow_redirects=False) as resp:
+                raw = await resp.content.read(_MAX_ANSWER_BYTES)
+                status, content_type = resp.status, resp.content_type
+        except TimeoutError:
+            return CrcOutcome(False, None, f"CRC got no answer within {self._crc_timeout:g} s")
+        except aiohttp.ClientError as exc:
+            return CrcOutcome(False, None, f"CRC request failed: {_describe(exc)}")
+        if status != 200:
+            return CrcOutcome(False, status, f"CRC answered HTTP {status}, expected 200")
+        if content_type != "application/json":
+            return CrcOutcome(False, status, f"CRC answer has content type {content_type!r}")
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            return CrcOutcome(False, status, "CRC answer is not JSON")
+        token_answer = answer.get("response_token") if isinstance(answer, dict) else None
+        if not isinstance(token_answer, str):
+            return CrcOutcome(False, status, "CRC answer has no response_token")
+        if not hmac.compare_digest(token_answer.encode(), expected.encode()):
+            return CrcOutcome(False, status, "CRC response_token does not match")
+        return CrcOutcome(True, status, None)
+
+    async def _run_crc(self, webhook: Webhook) -> CrcOutcome:
+        outcome = await self._challenge(webhook.url)
+        stats = self._state.stats
+        stats.crc_checks += 1
+        if not outcome.ok:
+            stats.crc_failures += 1
+        # Start-up retries repeat the same failure every half second: log changes only.
+        changed = (outcome.ok, outcome.error) != (webhook.valid, webhook.last_crc_error)
+        webhook.valid = outcome.ok
+        webhook.last_crc_status = outcome.status
+        webhook.last_crc_error = outcome.error
+        webhook.last_crc_at = time.time()
+        log.log(
+            logging.INFO if changed else logging.DEBUG,
+            "CRC webhook=%s ok=%s status=%s%s",
+            webhook.id,
+            outcome.ok,
+            outcome.status,
+            f" error={outcome.error}" if outcome.error else "",
+        )
+        return outcome
+
+    async def crc(self, webhook: Webhook) -> CrcOutcome:
+        """Challenge now (registration, re-validation); the result sets `valid`."""
+        async with self._lock(webhook.id):
+            return await self._run_crc(webhook)
+
+    async def check_url(self, url: str) -> CrcOutcome:
+        """Challenge a URL that is not registered yet (X validates before it registers)."""
+        outcome = await self._challenge(url)
+        self._state.stats.crc_checks += 1
+        if not outcome.ok:
+            self._state.stats.crc_failures += 1
+        return outcome
+
+    async def ensure_valid(self, webhook: Webhook) -> bool:
+        """One fresh CRC attempt for a webhook that is not valid; no-op when it is."""
+        async with self._lock(webhook.id):
+            if not webhook.valid:
+                await self._run_crc(webhook)
+            return webhook.valid
+
+    async def validate_until_valid(self, webhook_id: str, interval: float, total: float) -> None:
+        """Keep challenging a start-up webhook: the daemon may come up after the emulator."""
+        deadline = time.monotonic() + total
+        while True:
+            webhook = self._state.webhooks.get(webhook_id)
+            if webhook is None or await self.ensure_valid(webhook):
+                return
+            if time.monotonic() + interval > deadline:
+                log.warning(
+                    "webhook %s still invalid after %g s: %s",
+                    webhook_id,
+                    total,
+                    webhook.invalid_reason,
+                )
+                return
+            await asyncio.sleep(interval)
+
+    def _lock(self, webhook_id: str) -> asyncio.Lock:
+        return self._crc_locks.setdefault(webhook_id, asyncio.Lock())
+
+    # --- deliveries --------------------------------------------------------------------
+
+    async def post(self, url: str, body: bytes, signature: str | None) -> DeliveryOutcome:
+        headers = {"Content-Type": "application/json"}
+        if signature is not None:
+            headers[SIGNATURE_HEADER] = signature
+        timeout = aiohttp.ClientTimeout(total=self._delivery_timeout)
+        self._state.stats.deliveries += 1
+        try:
+            async with self.session.post(
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+            ) as resp:
+                await resp.content.read(_MAX_ANSWER_BYTES)
+                outcome = DeliveryOutcome(url, resp.status, None)
+        except TimeoutError:
+            outcome = DeliveryOutcome(url, None, f"no answer within {self._delivery_timeout:g} s")
+        except aiohttp.ClientError as exc:
+            outcome = DeliveryOutcome(url, None, _describe(exc))
+        if outcome.status is None or not 200 <= outcome.status < 300:
+            self._state.stats.delivery_failures += 1
+        return outcome
+
+    async def _send_one(self, signed: SignedBody, event_ids: Sequence[str]) -> DeliveryOutcome:
+        webhook = self._state.webhooks.get(signed.webhook_id)
+        if webhook is None:
+            outcome = DeliveryOutcome(None, None, f"webhook {signed.webhook_id} was deleted")
+        elif not await self.ensure_valid(webhook):
+            outcome = DeliveryOutcome(
+                webhook.url, None, f"webhook invalid: {webhook.invalid_reason}"
+            )
+        else:
+            outcome = await self.post(webhook.url, signed.body, signed.signature)
+        self._state.delivery_log.append(
+            {"at": time.time(), "event_ids": list(event_ids), **outcome.to_json()}
+        )
+        log.info(
+            "delivery events=%s webhook=%s status=%s%s",
+            ",".join(event_ids) or "-",
+            signed.webhook_id,
+            outcome.status,
+            f" error={outcome.error}" if outcome.error else "",
+        )
+        return outcome
+
+    async def send(
+        self, bodies: Sequence[SignedBody], event_ids: Sequence[str] = ()
+    ) -> list[DeliveryOutcome]:
+        """Deliver each body to its webhook concurrently; outcomes in the same order."""
+        return list(await asyncio.gather(*(self._send_one(b, event_ids) for b in bodies)))

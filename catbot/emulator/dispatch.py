@@ -1,0 +1,41 @@
+"""Turn DM events into signed deliveries, remember them for redelivery, and send them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from catbot.emulator.delivery import DeliveryOutcome
+from catbot.emulator.payloads import encode, envelopes_for
+from catbot.emulator.runtime import Runtime
+from catbot.emulator.state import Message, SignedBody
+from catbot.signing import sign_body
+
+
+def sign_envelopes(runtime: Runtime, messages: Sequence[Message]) -> tuple[SignedBody, ...]:
+    state = runtime.state
+    envelopes = envelopes_for(
+        messages, list(state.subscriptions.values()), state.users, runtime.app_info
+    )
+    signed = []
+    for envelope in envelopes:
+        body = encode(envelope.payload)
+        signed.append(
+            SignedBody(envelope.webhook_id, body, sign_body(runtime.config.consumer_secret, body))
+        )
+    return tuple(signed)
+
+
+async def dispatch(runtime: Runtime, messages: Sequence[Message]) -> list[DeliveryOutcome]:
+    """Deliver a batch the way X does: each subscription gets one body with all its events."""
+    bodies = sign_envelopes(runtime, messages)
+    event_ids = [m.id for m in messages]
+    runtime.state.remember_bodies(event_ids, bodies)
+    return await runtime.deliverer.send(bodies, event_ids)
+
+
+async def redeliver(runtime: Runtime, event_id: str) -> list[DeliveryOutcome] | None:
+    """Send the very bytes that carried an event again, as X's retries do; None if unknown."""
+    bodies = runtime.state.sent_bodies.get(event_id)
+    if bodies is None:
+        return None
+    return await runtime.deliverer.send(bodies, [event_id])

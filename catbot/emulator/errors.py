@@ -1,0 +1,126 @@
+"""X's error answers in both flavours' shapes.
+
+v2 routes answer problem objects, v1.1 routes `{"errors":[{"code","message"}]}`; the same
+failure may even carry a different status per flavour (a too-long text is 400 in v2, 403 with
+code 354 in v1.1). Bodies are always JSON: tweepy parses every error body as JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from http import HTTPStatus
+from typing import Any
+
+
+class Style(Enum):
+    V2 = "v2"
+    V11 = "v1.1"
+
+
+@dataclass(frozen=True)
+class XError:
+    v2_status: int
+    v2_body: dict[str, Any]
+    v11_status: int
+    v11_body: dict[str, Any]
+
+    def render(self, style: Style) -> tuple[int, dict[str, Any]]:
+        if style is Style.V2:
+            return self.v2_status, self.v2_body
+        return self.v11_status, self.v11_body
+
+
+def _v11(code: int, message: str) -> dict[str, Any]:
+    return {"errors": [{"code": code, "message": message}]}
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
+
+
+def _plain_problem(status: int, detail: str | None = None) -> dict[str, Any]:
+    title = _phrase(status)
+    return {"title": title, "detail": detail or title, "type": "about:blank", "status": status}
+
+
+def unauthorized() -> XError:
+    return XError(401, _plain_problem(401), 401, _v11(32, "Could not authenticate you."))
+
+
+def timestamp_out_of_bounds() -> XError:
+    return XError(401, _plain_problem(401), 401, _v11(135, "Timestamp out of bounds."))
+
+
+def app_only_forbidden() -> XError:
+    return XError(
+        403,
+        {
+            "title": "Unsupported Authentication",
+            "detail": (
+                "Authenticating with OAuth 2.0 Application-Only is forbidden for this "
+                "endpoint.  Supported authentication types are [OAuth 1.0a User Context, "
+                "OAuth 2.0 User Context]."
+            ),
+            "type": "https://api.twitter.com/2/problems/unsupported-authentication",
+            "status": 403,
+        },
+        403,
+        _v11(220, "Your credentials do not allow access to this resource."),
+    )
+
+
+def invalid_request(message: str) -> XError:
+    return XError(
+        400,
+        {
+            "errors": [{"message": message}],
+            "title": "Invalid Request",
+            "detail": "One or more parameters to your request was invalid.",
+            "type": "https://api.twitter.com/2/problems/invalid-request",
+        },
+        400,
+        _v11(214, message),
+    )
+
+
+def text_too_long(limit: int) -> XError:
+    v2 = invalid_request(f"text: size must be between 0 and {limit}")
+    return XError(
+        v2.v2_status,
+        v2.v2_body,
+        403,
+        _v11(354, "The text of your direct message is over the max character limit."),
+    )
+
+
+def cannot_send() -> XError:
+    message = "You cannot send messages to this user."
+    return XError(
+        403,
+        {**_plain_problem(403, message), "errors": [{"code": 349, "message": message}]},
+        403,
+        _v11(349, message),
+    )
+
+
+def rate_limited() -> XError:
+    return XError(429, _plain_problem(429), 429, _v11(88, "Rate limit exceeded"))
+
+
+def injected_failure(status: int) -> XError:
+    if status == 503:
+        v11 = _v11(130, "Over capacity")
+    elif status >= 500:
+        v11 = _v11(131, "Internal error")
+    else:
+        v11 = {"errors": [{"message": _phrase(status)}]}
+    return XError(status, _plain_problem(status), status, v11)
+
+
+def not_found() -> XError:
+    body = _v11(34, "Sorry, that page does not exist.")
+    return XError(404, body, 404, body)

@@ -1,0 +1,394 @@
+"""Everything the emulator remembers: DMs, users, webhooks, subscriptions, faults, budgets.
+
+Plain in-memory objects mutated from the event loop only, so no locking is needed. The
+webhook and subscription registry mirrors X's model (webhooks with CRC validity, per-user
+subscriptions that point at a webhook) so X's own registration routes can sit on top of it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+Direction = Literal["in", "out"]
+# Account Activity subscriptions get every event of the user; X Activity API subscriptions
+# name one event type each (e.g. "dm.received").
+SubscriptionKind = Literal["account_activity", "activity"]
+
+# Twitter's snowflake epoch, so generated ids look and sort like X's.
+_SNOWFLAKE_EPOCH_MS = 1288834974657
+_REMEMBERED_BODIES = 10_000
+_DELIVERY_LOG_SIZE = 1_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class IdGenerator:
+    """Snowflake-like numeric ids, strictly increasing even within one millisecond."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> str:
+        candidate = (now_ms() - _SNOWFLAKE_EPOCH_MS) << 22
+        self._last = max(self._last + 1, candidate)
+        return str(self._last)
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    sender_id: str
+    recipient_id: str
+    text: str
+    created_timestamp: str  # epoch milliseconds as a string, as X sends it
+    direction: Direction
+    source_app_id: str | None = None
+    media_ids: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "sender_id": self.sender_id,
+            "recipient_id": self.recipient_id,
+            "text": self.text,
+            "created_timestamp": self.created_timestamp,
+            "direction": self.direction,
+        }
+        if self.media_ids:
+            data["media_ids"] = list(self.media_ids)
+        return data
+
+
+@dataclass
+class UserProfile:
+    id: str
+    name: str
+    screen_name: str
+    created_timestamp: str
+
+
+@dataclass
+class Webhook:
+    id: str
+    url: str
+    created_at: float
+    valid: bool = False
+    last_crc_status: int | None = None
+    last_crc_error: str | None = None
+    last_crc_at: float | None = None
+
+    @property
+    def invalid_reason(self) -> str:
+        return self.last_crc_error or "not validated yet"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "url": self.url,
+            "valid": self.valid,
+            "last_crc_status": self.last_crc_status,
+            "last_crc_error": self.last_crc_error,
+            "last_crc_at": None if self.last_crc_at is None else iso_timestamp(self.last_crc_at),
+            "created_at": iso_timestamp(self.created_at),
+        }
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    webhook_id: str
+    user_id: str
+    kind: SubscriptionKind
+    event_type: str | None = None  # activity kind only
+    tag: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SignedBody:
+    """One delivery exactly as it went out, kept so that redelivery repeats the same bytes."""
+
+    webhook_id: str
+    body: bytes
+    signature: str | None
+
+
+FAULT_DEFAULT_RESET_IN = 1.0
+
+
+@dataclass
+class Faults:
+    dm_delay_seconds: float = 0.0
+    dm_fail_next: int = 0
+    dm_fail_status: int = 503
+    dm_rate_limit_next: int = 0
+    # None: answer the injected 429 without rate-limit headers, as X sometimes does.
+    dm_rate_limit_reset_in: float | None = FAULT_DEFAULT_RESET_IN
+    forbidden_recipients: frozenset[str] = frozenset()
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["forbidden_recipients"] = sorted(self.forbidden_recipients)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Faults:
+        """Parse a control request; ValueError names the offending field."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown fault fields: {', '.join(unknown)}")
+        faults = cls()
+        if "dm_delay_seconds" in data:
+            faults.dm_delay_seconds = _non_negative_number(data, "dm_delay_seconds")
+        for name in ("dm_fail_next", "dm_rate_limit_next"):
+            if name in data:
+                setattr(faults, name, _non_negative_int(data, name))
+        if "dm_fail_status" in data:
+            status = data["dm_fail_status"]
+            if type(status) is not int or not 400 <= status <= 599:
+                raise ValueError("dm_fail_status must be an HTTP error status (400-599)")
+            faults.dm_fail_status = status
+        if "dm_rate_limit_reset_in" in data:
+            reset_in = data["dm_rate_limit_reset_in"]
+            faults.dm_rate_limit_reset_in = (
+                None if reset_in is None else _non_negative_number(data, "dm_rate_limit_reset_in")
+            )
+        if "forbidden_recipients" in data:
+            recipients = data["forbidden_recipients"]
+            if not isinstance(recipients, list) or not all(
+                isinstance(r, str | int) and not isinstance(r, bool) for r in recipients
+            ):
+                raise ValueError("forbidden_recipients must be a list of user ids")
+            faults.forbidden_recipients = frozenset(str(r) for r in recipients)
+        return faults
+
+
+def _non_negative_number(data: Mapping[str, Any], name: str) -> float:
+    value = data[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number")
+    number = float(value)
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"{name} must be zero or more")
+    return number
+
+
+def _non_negative_int(data: Mapping[str, Any], name: str) -> int:
+    value = data[name]
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer")
+    return value
+
+
+@dataclass
+class Stats:
+    dm_requests: int = 0
+    dm_sent: int = 0
+    dm_failed: int = 0
+    dm_rate_limited: int = 0
+    auth_failures: int = 0
+    events_received: int = 0
+    deliveries: int = 0
+    delivery_failures: int = 0
+    crc_checks: int = 0
+    crc_failures: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RateVerdict:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset: int  # Unix seconds
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "x-rate-limit-limit": str(self.limit),
+            "x-rate-limit-remaining": str(self.remaining),
+            "x-rate-limit-reset": str(self.reset),
+        }
+
+
+class RateWindow:
+    """A fixed window starting at the first request, like X's 15-minute buckets."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._start: float | None = None
+        self._used = 0
+
+    def _roll(self, now: float) -> float:
+        if self._start is None or now >= self._start + self.window:
+            self._start = now
+            self._used = 0
+        return self._start
+
+    def _verdict(self, allowed: bool, start: float) -> RateVerdict:
+        # Rounded up: a client that waits until the header's second must find a fresh window.
+        reset = math.ceil(start + self.window)
+        return RateVerdict(allowed, self.limit, max(self.limit - self._used, 0), reset)
+
+    def peek(self, now: float) -> RateVerdict:
+        """The budget as headers would show it, without opening a window."""
+        if self._start is None or now >= self._start + self.window:
+            return RateVerdict(True, self.limit, self.limit, math.ceil(now + self.window))
+        return self._verdict(self._used < self.limit, self._start)
+
+    def consume(self, now: float) -> RateVerdict:
+        start = self._roll(now)
+        if self._used >= self.limit:
+            return self._verdict(False, start)
+        self._used += 1
+        return self._verdict(True, start)
+
+
+def iso_timestamp(epoch_seconds: float) -> str:
+    moment = datetime.fromtimestamp(epoch_seconds, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass
+class EmulatorState:
+    bot_user_id: str
+    dm_rate_limit: int
+    dm_rate_window: float
+    ids: IdGenerator = field(default_factory=IdGenerator)
+    messages: list[Message] = field(default_factory=list)
+    users: dict[str, UserProfile] = field(default_factory=dict)
+    webhooks: dict[str, Webhook] = field(default_factory=dict)
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    faults: Faults = field(default_factory=Faults)
+    stats: Stats = field(default_factory=Stats)
+    rate_windows: dict[str, RateWindow] = field(default_factory=dict)
+    sent_bodies: OrderedDict[str, tuple[SignedBody, ...]] = field(default_factory=OrderedDict)
+    delivery_log: deque[dict[str, Any]] = field(
+        default_factory=lambda: deque(maxlen=_DELIVERY_LOG_SIZE)
+    )
+
+    # --- users and messages ------------------------------------------------------------
+
+    def ensure_user(self, user_id: str, name: str | None = None) -> UserProfile:
+        profile = self.users.get(user_id)
+        if profile is None:
+            profile = UserProfile(
+                id=user_id,
+                name=name or f"User {user_id}",
+                screen_name=f"user{user_id}",
+                created_timestamp=str(now_ms()),
+            )
+            self.users[user_id] = profile
+        elif name:
+            profile.name = name
+        return profile
+
+    def record_message(
+        self,
+        *,
+        sender_id: str,
+        recipient_id: str,
+        text: str,
+        direction: Direction,
+        created_timestamp: str | None = None,
+        source_app_id: str | None = None,
+        media_ids: tuple[str, ...] = (),
+    ) -> Message:
+        message = Message(
+            id=self.ids.next(),
+            sender_id=sender_id,
+            recipient_id=recipient_id,
+            text=text,
+            created_timestamp=created_timestamp or str(now_ms()),
+            direction=direction,
+            source_app_id=source_app_id,
+            media_ids=media_ids,
+        )
+        self.messages.append(message)
+        return message
+
+    def conversation(self, user_id: str | None) -> list[Message]:
+        if user_id is None:
+            return list(self.messages)
+        return [m for m in self.messages if user_id in (m.sender_id, m.recipient_id)]
+
+    # --- webhooks and subscriptions ----------------------------------------------------
+
+    def add_webhook(self, url: str) -> Webhook:
+        webhook = Webhook(id=self.ids.next(), url=url, created_at=time.time())
+        self.webhooks[webhook.id] = webhook
+        return webhook
+
+    def webhook_by_url(self, url: str) -> Webhook | None:
+        return next((w for w in self.webhooks.values() if w.url == url), None)
+
+    def remove_webhook(self, webhook_id: str) -> Webhook | None:
+        webhook = self.webhooks.pop(webhook_id, None)
+        if webhook is not None:
+            for sub in self.subscriptions_for_webhook(webhook_id):
+                del self.subscriptions[sub.id]
+        return webhook
+
+    def subscribe(
+        self,
+        *,
+        webhook_id: str,
+        user_id: str,
+        kind: SubscriptionKind,
+        event_type: str | None = None,
+        tag: str | None = None,
+    ) -> Subscription:
+        """Idempotent: the same (webhook, user, kind, event type) is one subscription."""
+        for sub in self.subscriptions.values():
+            if (sub.webhook_id, sub.user_id, sub.kind, sub.event_type) == (
+                webhook_id,
+                user_id,
+                kind,
+                event_type,
+            ):
+                return sub
+        sub = Subscription(self.ids.next(), webhook_id, user_id, kind, event_type, tag)
+        self.subscriptions[sub.id] = sub
+        return sub
+
+    def subscriptions_for_webhook(self, webhook_id: str) -> list[Subscription]:
+        return [s for s in self.subscriptions.values() if s.webhook_id == webhook_id]
+
+    # --- rate limits -------------------------------------------------------------------
+
+    def dm_window(self, user_id: str) -> RateWindow:
+        window = self.rate_windows.get(user_id)
+        if window is None:
+            window = RateWindow(self.dm_rate_limit, self.dm_rate_window)
+            self.rate_windows[user_id] = window
+        return window
+
+    # --- deliveries --------------------------------------------------------------------
+
+    def remember_bodies(self, event_ids: Iterable[str], bodies: tuple[SignedBody, ...]) -> None:
+        for event_id in event_ids:
+            self.sent_bodies[event_id] = bodies
+        while len(self.sent_bodies) > _REMEMBERED_BODIES:
+            self.sent_bodies.popitem(last=False)
+
+    def reset(self) -> None:
+        """Forget traffic, faults, counters and budgets; keep webhooks and subscriptions."""
+        self.messages.clear()
+        self.faults = Faults()
+        self.stats = Stats()
+        self.rate_windows.clear()
+        self.sent_bodies.clear()
+        self.delivery_log.clear()

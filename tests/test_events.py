@@ -1,0 +1,699 @@
+"""Parsing X's delivery envelopes (`parse_delivery`) and the pre-storage `classify` step."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from catbot.models import InboundDM
+from catbot.webhook.events import Delivery, MalformedBody, parse_delivery
+from catbot.webhook.routes import WebhookPolicy, classify
+
+BOT = "1000"
+NOW_MS = 1_750_000_000_000
+
+
+def dm_event(
+    event_id: str = "111",
+    sender: str = "42",
+    recipient: str = BOT,
+    text: str = "hello",
+    ts_ms: int | str = NOW_MS,
+    **extra: Any,
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": "message_create",
+        "id": event_id,
+        "created_timestamp": str(ts_ms),
+        "message_create": {
+            "target": {"recipient_id": recipient},
+            "sender_id": sender,
+            "source_app_id": "268278",
+            "message_data": {
+                "text": text,
+                "entities": {"hashtags": [], "symbols": [], "user_mentions": [], "urls": []},
+            },
+        },
+    }
+    event.update(extra)
+    return event
+
+
+def account_activity(*events: dict[str, Any], for_user_id: Any = BOT, **extra: Any) -> dict:
+    body: dict[str, Any] = {"for_user_id": for_user_id, "direct_message_events": list(events)}
+    body.update(extra)
+    return body
+
+
+def activity(
+    *events: dict[str, Any], event_type: str = "dm.received", user_id: Any = BOT
+) -> dict[str, Any]:
+    return {
+        "data": {
+            "event_uuid": "-8675309",
+            "filter": {"user_id": user_id},
+            "event_type": event_type,
+            "tag": "catbot",
+            "payload": {
+                "direct_message_events": list(events),
+                "users": {
+                    "42": {"data": {"id": "42", "username": "cat", "name": "Cat",
+                                    "protected": False}}
+                },
+            },
+        }
+    }
+
+
+def expected_dm(
+    event_id: str = "111",
+    sender: str = "42",
+    recipient: str = BOT,
+    text: str = "hello",
+    ts_ms: int = NOW_MS,
+    for_user_id: str = BOT,
+) -> InboundDM:
+    return InboundDM(
+        event_id=event_id,
+        sender_id=sender,
+        recipient_id=recipient,
+        for_user_id=for_user_id,
+        text=text,
+        created_at=ts_ms / 1000.0,
+    )
+
+
+# Account Activity envelope ----------------------------------------------------------------
+
+
+def test_single_dm_is_parsed() -> None:
+    delivery = parse_delivery(account_activity(dm_event()))
+    assert delivery.envelope == "account_activity"
+    assert delivery.for_user_id == BOT
+    assert delivery.direct_messages == [expected_dm()]
+    assert delivery.ignored == []
+
+
+def test_several_dms_all_parsed_in_order() -> None:
+    events = [
+        dm_event(event_id=str(900 - i), sender=str(40 + i), text=f"msg {i}", ts_ms=NOW_MS + i)
+        for i in range(5)
+    ]
+    delivery = parse_delivery(account_activity(*events))
+    assert [dm.event_id for dm in delivery.direct_messages] == [e["id"] for e in events]
+    assert delivery.direct_messages == [
+        expected_dm(event_id=str(900 - i), sender=str(40 + i), text=f"msg {i}", ts_ms=NOW_MS + i)
+        for i in range(5)
+    ]
+
+
+def test_users_and_apps_maps_do_not_disturb_parsing() -> None:
+    body = account_activity(
+        dm_event(),
+        users={
+            "42": {"id": "42", "name": "Cat", "screen_name": "cat", "protected": False},
+            BOT: {"id": BOT, "name": "catbot", "screen_name": "catbot", "protected": False},
+        },
+        apps={"268278": {"id": "268278", "name": "catbot app", "url": "https://x"}},
+    )
+    delivery = parse_delivery(body)
+    assert delivery.direct_messages == [expected_dm()]
+    assert delivery.ignored == []
+
+
+def test_round_trip_through_json_text() -> None:
+    raw = json.dumps(account_activity(dm_event(text="héllo \U0001f431 \"quoted\"")))
+    delivery = parse_delivery(json.loads(raw))
+    assert delivery.direct_messages[0].text == "héllo \U0001f431 \"quoted\""
+
+
+def test_created_timestamp_is_epoch_ms() -> None:
+    delivery = parse_delivery(account_activity(dm_event(ts_ms=1_234_567)))
+    assert delivery.direct_messages[0].created_at == pytest.approx(1234.567)
+
+
+def test_missing_message_data_gives_empty_text() -> None:
+    event = dm_event()
+    del event["message_create"]["message_data"]
+    delivery = parse_delivery(account_activity(event))
+    assert [dm.text for dm in delivery.direct_messages] == [""]
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"),
+    [
+        ("direct_message_indicate_typing_events", "typing"),
+        ("direct_message_mark_read_events", "read"),
+        ("tweet_create_events", "tweet_create"),
+        ("favorite_events", "favorite"),
+        ("follow_events", "follow"),
+        ("block_events", "block"),
+        ("mute_events", "mute"),
+        ("tweet_delete_events", "tweet_delete"),
+    ],
+)
+def test_other_arrays_counted_as_ignored_with_their_kind(key: str, kind: str) -> None:
+    body = {"for_user_id": BOT, key: [{"a": 1}, {"b": 2}, {"c": 3}]}
+    delivery = parse_delivery(body)
+    assert delivery.envelope == "account_activity"
+    assert delivery.direct_messages == []
+    assert delivery.ignored == [(kind, "ignored")] * 3
+
+
+def test_user_event_without_for_user_id() -> None:
+    body = {"user_event": {"revoke": {"date_time": "2018-05-24T09:48:12+00:00",
+                                       "target": {"app_id": "13090192"},
+                                       "source": {"user_id": "63046977"}}}}
+    delivery = parse_delivery(body)
+    assert delivery.envelope == "account_activity"
+    assert delivery.for_user_id is None
+    assert delivery.ignored == [("user_event", "ignored")]
+    assert delivery.direct_messages == []
+
+
+def test_replay_job_status_ignored() -> None:
+    body = {"replay_job_status": {"job_state": "Complete", "job_id": "1"}}
+    delivery = parse_delivery(body)
+    assert delivery.ignored == [("replay_job_status", "ignored")]
+
+
+def test_tweet_create_with_user_has_blocked_as_string_or_bool() -> None:
+    for value in ("true", True, "false", False):
+        body = {"for_user_id": BOT, "user_has_blocked": value,
+                "tweet_create_events": [{"id_str": "1", "text": "@catbot hi"}]}
+        delivery = parse_delivery(body)
+        assert delivery.ignored == [("tweet_create", "ignored")]
+        assert delivery.direct_messages == []
+
+
+def test_mixed_arrays_dms_and_ignored() -> None:
+    body = account_activity(
+        dm_event(event_id="1"),
+        dm_event(event_id="2"),
+        direct_message_indicate_typing_events=[{"x": 1}],
+        direct_message_mark_read_events=[{"x": 1}, {"x": 2}],
+    )
+    delivery = parse_delivery(body)
+    assert [dm.event_id for dm in delivery.direct_messages] == ["1", "2"]
+    assert sorted(delivery.ignored) == sorted(
+        [("typing", "ignored"), ("read", "ignored"), ("read", "ignored")]
+    )
+
+
+def test_unknown_keys_ignored() -> None:
+    body = account_activity(
+        dm_event(),
+        brand_new_field={"nested": [1, 2, 3]},
+        something="else",
+        numbers=[1, 2],
+    )
+    delivery = parse_delivery(body)
+    assert delivery.direct_messages == [expected_dm()]
+    assert delivery.ignored == []
+
+
+def test_unknown_event_arrays_counted_as_unknown() -> None:
+    body = {"for_user_id": BOT, "future_thing_events": [{}, {}], "other_event": {"a": 1}}
+    delivery = parse_delivery(body)
+    assert delivery.envelope == "account_activity"
+    assert delivery.ignored == [("unknown", "ignored")] * 3
+
+
+def test_unknown_object_is_unknown_envelope() -> None:
+    delivery = parse_delivery({"hello": "world"})
+    assert delivery.envelope == "unknown"
+    assert delivery.for_user_id is None
+    assert delivery.direct_messages == []
+    assert delivery.ignored == [("unknown", "ignored")]
+
+
+def test_empty_object_is_unknown_envelope() -> None:
+    delivery = parse_delivery({})
+    assert delivery.envelope == "unknown"
+    assert delivery.direct_messages == []
+
+
+def test_for_user_id_alone_is_account_activity() -> None:
+    delivery = parse_delivery({"for_user_id": BOT})
+    assert delivery == Delivery("account_activity", BOT)
+
+
+def test_empty_and_null_dm_arrays() -> None:
+    assert parse_delivery(account_activity()).direct_messages == []
+    assert parse_delivery({"for_user_id": BOT, "direct_message_events": None}) == Delivery(
+        "account_activity", BOT
+    )
+
+
+# Malformed DM events ------------------------------------------------------------------------
+
+
+def _break(path: list[str], value: Any = None, delete: bool = False) -> dict[str, Any]:
+    event = dm_event(event_id="bad")
+    node = event
+    for key in path[:-1]:
+        node = node[key]
+    if delete:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return event
+
+
+MALFORMED_EVENTS = [
+    pytest.param(_break(["id"], delete=True), id="no-id"),
+    pytest.param(_break(["id"], ""), id="empty-id"),
+    pytest.param(_break(["id"], "x" * 65), id="id-too-long"),
+    pytest.param(_break(["id"], None), id="null-id"),
+    pytest.param(_break(["created_timestamp"], delete=True), id="no-timestamp"),
+    pytest.param(_break(["created_timestamp"], "yesterday"), id="text-timestamp"),
+    pytest.param(_break(["created_timestamp"], -5), id="negative-timestamp"),
+    pytest.param(_break(["message_create"], delete=True), id="no-message-create"),
+    pytest.param(_break(["message_create"], "text"), id="message-create-not-object"),
+    pytest.param(_break(["message_create", "sender_id"], delete=True), id="no-sender"),
+    pytest.param(_break(["message_create", "sender_id"], "abc"), id="sender-not-digits"),
+    pytest.param(_break(["message_create", "sender_id"], "1" * 20), id="sender-too-long"),
+    pytest.param(_break(["message_create", "sender_id"], ""), id="sender-empty"),
+    pytest.param(_break(["message_create", "target"], delete=True), id="no-target"),
+    pytest.param(_break(["message_create", "target", "recipient_id"], "x1"), id="bad-recipient"),
+    pytest.param(_break(["message_create", "message_data"], "hi"), id="data-not-object"),
+    pytest.param(_break(["message_create", "message_data", "text"], ["a"]), id="text-list"),
+    pytest.param("not an object", id="string"),
+    pytest.param(12345, id="number"),
+    pytest.param(["list"], id="list"),
+    pytest.param({}, id="empty-object"),
+]
+
+
+@pytest.mark.parametrize("bad", MALFORMED_EVENTS)
+def test_malformed_dm_counted_without_losing_good_ones(bad: Any) -> None:
+    body = account_activity(dm_event(event_id="1"), bad, dm_event(event_id="2"))
+    delivery = parse_delivery(body)
+    assert [dm.event_id for dm in delivery.direct_messages] == ["1", "2"]
+    assert delivery.ignored == [("direct_message", "malformed")]
+
+
+def test_non_message_create_dm_event_is_ignored_not_malformed() -> None:
+    other = dm_event(event_id="3", type="reaction_create")
+    delivery = parse_delivery(account_activity(dm_event(event_id="1"), other))
+    assert [dm.event_id for dm in delivery.direct_messages] == ["1"]
+    assert delivery.ignored == [("direct_message", "ignored")]
+
+
+def test_dm_events_not_a_list_single_object_still_parsed() -> None:
+    body = {"for_user_id": BOT, "direct_message_events": dm_event()}
+    delivery = parse_delivery(body)
+    assert delivery.direct_messages == [expected_dm()]
+
+
+def test_dm_events_as_string_counted_malformed() -> None:
+    body = {"for_user_id": BOT, "direct_message_events": "oops"}
+    delivery = parse_delivery(body)
+    assert delivery.direct_messages == []
+    assert delivery.ignored == [("direct_message", "malformed")]
+
+
+def test_parse_does_not_mutate_input() -> None:
+    body = account_activity(dm_event(), dm_event(event_id="2"), follow_events=[{}])
+    before = copy.deepcopy(body)
+    parse_delivery(body)
+    assert body == before
+
+
+# Ids as ints ----------------------------------------------------------------------------
+
+
+def test_integer_ids_are_coerced_to_strings() -> None:
+    event = dm_event()
+    event["id"] = 111
+    event["created_timestamp"] = NOW_MS
+    event["message_create"]["sender_id"] = 42
+    event["message_create"]["target"]["recipient_id"] = int(BOT)
+    delivery = parse_delivery(account_activity(event, for_user_id=int(BOT)))
+    assert delivery.for_user_id == BOT
+    assert delivery.direct_messages == [expected_dm()]
+    dm = delivery.direct_messages[0]
+    for value in (dm.event_id, dm.sender_id, dm.recipient_id, dm.for_user_id):
+        assert isinstance(value, str)
+
+
+@pytest.mark.parametrize("bad", [None, "", "abc", "-1", "1" * 20, True, 1.5, [], {}, "１２"])
+def test_invalid_for_user_id_becomes_none_and_recipient_is_used(bad: Any) -> None:
+    delivery = parse_delivery(account_activity(dm_event(), for_user_id=bad))
+    assert delivery.for_user_id is None
+    assert delivery.direct_messages == [expected_dm(for_user_id=BOT)]
+
+
+def test_for_user_id_fallback_uses_recipient() -> None:
+    body = {"direct_message_events": [dm_event(recipient="555")]}
+    delivery = parse_delivery(body)
+    assert delivery.for_user_id is None
+    assert delivery.direct_messages[0].for_user_id == "555"
+
+
+# X Activity API envelope --------------------------------------------------------------------
+
+
+def test_activity_dm_received() -> None:
+    delivery = parse_delivery(activity(dm_event(event_id="7"), dm_event(event_id="8")))
+    assert delivery.envelope == "activity"
+    assert delivery.for_user_id == BOT
+    assert delivery.direct_messages == [expected_dm(event_id="7"), expected_dm(event_id="8")]
+    assert delivery.ignored == []
+
+
+def test_activity_dm_sent_is_parsed_too() -> None:
+    own = dm_event(sender=BOT, recipient="42")
+    delivery = parse_delivery(activity(own, event_type="dm.sent"))
+    assert delivery.envelope == "activity"
+    assert delivery.direct_messages == [expected_dm(sender=BOT, recipient="42")]
+
+
+@pytest.mark.parametrize(
+    ("event_type", "kind"),
+    [
+        ("dm.read", "read"),
+        ("dm.indicate_typing", "typing"),
+        ("chat.received", "chat"),
+        ("chat.sent", "chat"),
+        ("profile.update.bio", "unknown"),
+        ("", "unknown"),
+    ],
+)
+def test_activity_other_types_ignored(event_type: str, kind: str) -> None:
+    delivery = parse_delivery(activity(dm_event(), event_type=event_type))
+    assert delivery.envelope == "activity"
+    assert delivery.direct_messages == []
+    assert delivery.ignored == [(kind, "ignored")]
+
+
+def test_activity_integer_filter_user_id() -> None:
+    delivery = parse_delivery(activity(dm_event(), user_id=int(BOT)))
+    assert delivery.for_user_id == BOT
+    assert delivery.direct_messages == [expected_dm()]
+
+
+def test_activity_malformed_in_batch() -> None:
+    body = activity(dm_event(event_id="1"), {"type": "message_create"}, dm_event(event_id="2"))
+    delivery = parse_delivery(body)
+    assert [dm.event_id for dm in delivery.direct_messages] == ["1", "2"]
+    assert delivery.ignored == [("direct_message", "malformed")]
+
+
+def test_activity_without_filter_falls_back_to_recipient() -> None:
+    body = activity(dm_event(recipient="777"))
+    del body["data"]["filter"]
+    delivery = parse_delivery(body)
+    assert delivery.for_user_id is None
+    assert delivery.direct_messages[0].for_user_id == "777"
+
+
+def test_activity_payload_missing_or_not_object() -> None:
+    body = activity()
+    del body["data"]["payload"]
+    delivery = parse_delivery(body)
+    assert delivery.envelope == "activity"
+    assert delivery.direct_messages == []
+    body["data"]["payload"] = "nope"
+    assert parse_delivery(body).direct_messages == []
+
+
+def test_data_without_event_type_is_not_activity() -> None:
+    delivery = parse_delivery({"data": {"payload": {"direct_message_events": [dm_event()]}}})
+    assert delivery.envelope == "unknown"
+    assert delivery.direct_messages == []
+
+
+# Non-object bodies ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [None, True, 0, 1.5, "text", [], [{"for_user_id": BOT}]])
+def test_non_object_body_raises_malformed(body: Any) -> None:
+    with pytest.raises(MalformedBody):
+        parse_delivery(body)
+
+
+def test_malformed_body_is_a_value_error() -> None:
+    # The route catches ValueError for "400 not a JSON object".
+    assert issubclass(MalformedBody, ValueError)
+
+
+# classify ---------------------------------------------------------------------------------
+
+NOW = NOW_MS / 1000.0
+
+
+def policy(bot_user_id: str | None = BOT, max_age: float = 3600.0) -> WebhookPolicy:
+    return WebhookPolicy(
+        consumer_secret="s", bot_user_id=bot_user_id, max_event_age_seconds=max_age,
+        max_body_bytes=1 << 20,
+    )
+
+
+def inbound(
+    sender: str = "42", for_user_id: str = BOT, created_at: float = NOW, recipient: str = BOT
+) -> InboundDM:
+    return InboundDM("e1", sender, recipient, for_user_id, "hi", created_at)
+
+
+def test_classify_accepts_fresh_dm_from_someone_else() -> None:
+    assert classify(inbound(), policy(), NOW) == "accept"
+    assert classify(inbound(created_at=NOW - 10), policy(), NOW) == "accept"
+
+
+def test_classify_own_message_by_for_user_id() -> None:
+    assert classify(inbound(sender=BOT, recipient="42"), policy(), NOW) == "own"
+
+
+def test_classify_own_message_without_configured_bot_id() -> None:
+    dm = inbound(sender="555", for_user_id="555", recipient="42")
+    assert classify(dm, policy(bot_user_id=None), NOW) == "own"
+
+
+def test_classify_own_message_by_bot_id_even_if_for_user_id_differs() -> None:
+    # Another subscribed account receives the bot's DM: still the bot's own message.
+    dm = inbound(sender=BOT, for_user_id="777", recipient="777")
+    assert classify(dm, policy(), NOW) == "own"
+
+
+def test_classify_own_wins_over_stale() -> None:
+    dm = inbound(sender=BOT, created_at=NOW - 10**6)
+    assert classify(dm, policy(), NOW) == "own"
+
+
+def test_classify_not_for_us() -> None:
+    dm = inbound(sender="42", for_user_id="777", recipient="777")
+    assert classify(dm, policy(), NOW) == "not_for_us"
+
+
+def test_classify_without_bot_id_accepts_any_account() -> None:
+    dm = inbound(sender="42", for_user_id="777", recipient="777")
+    assert classify(dm, policy(bot_user_id=None), NOW) == "accept"
+
+
+def test_classify_stale_by_age() -> None:
+    p = policy(max_age=60.0)
+    assert classify(inbound(created_at=NOW - 60.0), p, NOW) == "accept"  # boundary inclusive
+    assert classify(inbound(created_at=NOW - 60.5), p, NOW) == "stale"
+    assert classify(inbound(created_at=NOW - 86_400), p, NOW) == "stale"
+
+
+def test_classify_future_timestamp_is_accepted() -> None:
+    # Clock skew: an event stamped slightly in the future is not stale.
+    assert classify(inbound(created_at=NOW + 5), policy(), NOW) == "accept"
+
+
+def test_parse_then_classify_end_to_end() -> None:
+    body = account_activity(
+        dm_event(event_id="1", sender="42"),
+        dm_event(event_id="2", sender=BOT, recipient="42"),
+        dm_event(event_id="3", sender="43", ts_ms=NOW_MS - 7_200_000),
+    )
+    delivery = parse_delivery(body)
+    fates = [classify(dm, policy(), NOW) for dm in delivery.direct_messages]
+    assert fates == ["accept", "own", "stale"]
+
+
+# Properties -------------------------------------------------------------------------------
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+)
+json_like = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=5),
+        st.dictionaries(st.text(max_size=10), children, max_size=5),
+    ),
+    max_leaves=30,
+)
+
+ENVELOPE_KEYS = [
+    "for_user_id",
+    "direct_message_events",
+    "direct_message_indicate_typing_events",
+    "direct_message_mark_read_events",
+    "tweet_create_events",
+    "follow_events",
+    "user_event",
+    "users",
+    "apps",
+    "data",
+    "replay_job_status",
+]
+EVENT_KEYS = ["type", "id", "created_timestamp", "message_create"]
+MESSAGE_KEYS = ["sender_id", "target", "message_data", "source_app_id"]
+
+ids = st.one_of(
+    st.integers(min_value=-5, max_value=10**20),
+    st.from_regex(r"\A[0-9]{1,21}\Z"),
+    st.text(max_size=5),
+    st.none(),
+    st.booleans(),
+    st.floats(),
+)
+
+
+def _maybe(keys: list[str], values: st.SearchStrategy[Any]) -> st.SearchStrategy[dict]:
+    return st.fixed_dictionaries({}, optional={k: values for k in keys})
+
+
+message_create = st.fixed_dictionaries(
+    {},
+    optional={
+        "sender_id": ids,
+        "target": st.one_of(st.fixed_dictionaries({}, optional={"recipient_id": ids}), json_like),
+        "message_data": st.one_of(
+            st.fixed_dictionaries({}, optional={"text": st.one_of(st.text(), json_like)}),
+            json_like,
+        ),
+        "source_app_id": ids,
+    },
+)
+dm_events = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.one_of(st.just("message_create"), json_like),
+        "id": ids,
+        "created_timestamp": ids,
+        "message_create": st.one_of(message_create, json_like),
+    },
+)
+account_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "for_user_id": ids,
+        "direct_message_events": st.one_of(st.lists(st.one_of(dm_events, json_like)), json_like),
+        "users": json_like,
+        "follow_events": json_like,
+        "user_event": json_like,
+        "tweet_create_events": json_like,
+    },
+).flatmap(lambda d: st.dictionaries(st.text(max_size=8), json_like, max_size=3).map(
+    lambda extra: {**extra, **d}))
+activity_bodies = st.builds(
+    lambda event_type, filt, payload, extra: {
+        "data": {**extra, "event_type": event_type, "filter": filt, "payload": payload}
+    },
+    st.one_of(st.sampled_from(["dm.received", "dm.sent", "dm.read", "chat.sent"]), st.text()),
+    st.one_of(st.fixed_dictionaries({}, optional={"user_id": ids}), json_like),
+    st.one_of(
+        st.fixed_dictionaries(
+            {}, optional={"direct_message_events": st.one_of(st.lists(dm_events), json_like),
+                          "users": json_like}
+        ),
+        json_like,
+    ),
+    st.dictionaries(st.text(max_size=8), json_like, max_size=3),
+)
+keyed_bodies = st.dictionaries(
+    st.sampled_from(ENVELOPE_KEYS + EVENT_KEYS + MESSAGE_KEYS), json_like, max_size=6
+)
+
+
+def _check(delivery: Delivery) -> None:
+    assert isinstance(delivery, Delivery)
+    assert delivery.envelope in {"account_activity", "activity", "unknown"}
+    assert delivery.for_user_id is None or (
+        delivery.for_user_id.isdigit() and len(delivery.for_user_id) <= 19
+    )
+    for dm in delivery.direct_messages:
+        assert isinstance(dm, InboundDM)
+        for value in (dm.event_id, dm.sender_id, dm.recipient_id, dm.for_user_id, dm.text):
+            assert isinstance(value, str)
+        assert isinstance(dm.created_at, float)
+    for kind, fate in delivery.ignored:
+        assert isinstance(kind, str)
+        assert fate in {"ignored", "malformed"}
+
+
+@given(body=json_like)
+@settings(max_examples=400, deadline=None)
+def test_parse_arbitrary_json_like_values(body: Any) -> None:
+    if isinstance(body, dict):
+        _check(parse_delivery(body))
+    else:
+        with pytest.raises(MalformedBody):
+            parse_delivery(body)
+
+
+@given(body=st.one_of(account_bodies, activity_bodies, keyed_bodies))
+@settings(max_examples=400, deadline=None)
+def test_parse_envelope_shaped_values_never_raise(body: dict[str, Any]) -> None:
+    delivery = parse_delivery(body)
+    _check(delivery)
+    # Every DM-shaped input event is accounted for: parsed, or counted ignored/malformed.
+    if delivery.envelope == "account_activity":
+        raw = body.get("direct_message_events")
+        n_raw = len(raw) if isinstance(raw, list) else (0 if raw is None else 1)
+        n_dm_ignored = sum(1 for kind, _ in delivery.ignored if kind == "direct_message")
+        assert len(delivery.direct_messages) + n_dm_ignored == n_raw
+
+
+@given(
+    events=st.lists(
+        st.tuples(st.booleans(), st.integers(min_value=1, max_value=10**12)), max_size=8
+    )
+)
+@settings(max_examples=100, deadline=None)
+def test_good_events_survive_any_mix_of_bad_ones(events: list[tuple[bool, int]]) -> None:
+    raw = [
+        dm_event(event_id=str(n)) if good else {"type": "message_create", "id": str(n)}
+        for good, n in events
+    ]
+    delivery = parse_delivery(account_activity(*raw))
+    assert [dm.event_id for dm in delivery.direct_messages] == [
+        str(n) for good, n in events if good
+    ]
+    assert delivery.ignored == [("direct_message", "malformed")] * sum(
+        1 for good, _ in events if not good
+    )
+
+
+def test_huge_created_timestamp_is_malformed_not_a_crash() -> None:
+    """X sends epoch ms as a string; a huge number must be counted as malformed, not raise
+    (an OverflowError escapes the route's ValueError handler and becomes a 500)."""
+    body = account_activity(dm_event(event_id="1"), dm_event(event_id="2", ts_ms="9" * 400))
+    delivery = parse_delivery(body)
+    _check(delivery)
+    assert [dm.event_id for dm in delivery.direct_messages] == ["1"]
+    assert delivery.ignored == [("direct_message", "malformed")]
+
+
+@given(
+    ts=st.one_of(
+        st.integers(min_value=0, max_value=10**400), st.from_regex(r"\A[0-9]{1,400}\Z")
+    )
+)
+@settings(max_examples=100, deadline=None)
+def test_any_digit_string_timestamp_never_raises(ts: int | str) -> None:
+    _check(parse_delivery(account_activity(dm_event(ts_ms=ts))))
