@@ -203,14 +203,22 @@ def format_validation_error(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
         loc = [str(part) for part in error.get("loc", ())]
-        field = loc[0] if loc else "?"
-        name = field if field.upper().startswith(ENV_PREFIX) else env_name(field)
-        if field.islower() and field in Settings.model_fields:
-            name = env_name(field)
+        name = variable_for(loc[0]) if loc else "?"
         raw = error.get("input")
         secret = any(word in name.lower() for word in ("secret", "token", "key"))
         hide = secret or raw is None or isinstance(raw, dict)
-        shown = "" if hide else f" (got {str(raw)[:60]!r})"
+        # URLs may carry a password before '@': never echo it.
+        shown = "" if hide else f" (got {re.sub(r'[^/@]*@', '***@', str(raw))[:60]!r})"
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        lines.append(f"  {name.upper()}: {message}{shown}")
+        lines.append(f"  {name}: {message}{shown}")
     return "catbot cannot start, configuration is invalid:\n" + "\n".join(lines)
+
+
+def variable_for(key: str) -> str:
+    """The variable a user set for a pydantic error location (a field name or an alias)."""
+    for field, info in Settings.model_fields.items():
+        choices = info.validation_alias
+        names = [str(c) for c in choices.choices] if isinstance(choices, AliasChoices) else []
+        if key == field or key.lower() in (n.lower() for n in names):
+            return names[0] if names else env_name(field)
+    return key.upper()

@@ -1,8 +1,8 @@
 """Logging: structlog for our events, the standard library's records rendered the same way.
 
 JSON lines for machines (`CATBOT_LOG_FORMAT=json`), readable lines for people (`text`).
-Third-party loggers that would print request bodies at DEBUG (tweepy logs the DM text
-and headers) are held at INFO or above whatever the level, so no DM text reaches a log.
+Third-party loggers that would print request bodies at DEBUG (tweepy logs the DM text,
+aiosqlite the SQL parameters) are held at INFO or above, so no DM text reaches a log.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from typing import Any
 
 import structlog
 
-# Loggers that log request/response bodies or auth headers at DEBUG.
-_QUIET_LOGGERS = ("tweepy", "oauthlib", "requests_oauthlib", "aiohttp.client", "urllib3")
+# Loggers that log request bodies, auth headers or SQL parameters at DEBUG.
+_QUIET_LOGGERS = (
+    "tweepy", "oauthlib", "requests_oauthlib", "aiohttp.client", "urllib3", "aiosqlite",
+)
 
 
 def configure_logging(fmt: str = "json", level: str = "INFO") -> None:

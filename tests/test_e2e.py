@@ -301,3 +301,18 @@ def test_other_flavours_end_to_end(tmp_path: Path, api: str) -> None:
         assert_no_more_replies(w, FRIEND, 1)
     finally:
         w.stop()
+
+
+def test_logs_are_json_and_never_hold_dm_text_or_secrets(world: World) -> None:
+    secret_text = "my-very-private-words-" + str(time.time_ns())
+    world.emulator.dm(FRIEND, secret_text)
+    wait_replies(world, FRIEND, 1)
+    world.daemon.stop()
+    log = world.daemon.output()
+    records = [json.loads(line) for line in log.splitlines() if line.strip()]
+    events = {record.get("event") for record in records}
+    assert {"started", "event_enqueued", "replied"} <= events
+    assert secret_text not in log
+    for name, value in CREDENTIALS.items():
+        if "SECRET" in name or "TOKEN" in name:
+            assert value not in log, name

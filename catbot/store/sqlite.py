@@ -246,7 +246,12 @@ class SQLiteStore:
 
     async def prune(self, seen_before: float) -> int:
         async with self._transaction() as db:
-            cursor = await db.execute("DELETE FROM events_seen WHERE seen_at < ?", (seen_before,))
+            # An id whose job is still queued stays: forgetting it would let a redelivery in.
+            cursor = await db.execute(
+                "DELETE FROM events_seen WHERE seen_at < ?"
+                " AND event_id NOT IN (SELECT event_id FROM jobs)",
+                (seen_before,),
+            )
             return cursor.rowcount
 
     # Users --------------------------------------------------------------------------------

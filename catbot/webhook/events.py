@@ -66,7 +66,7 @@ class _MessageCreate(_Model):
 class _DMEvent(_Model):
     type: str
     id: str = Field(min_length=1, max_length=64)
-    created_timestamp: int = Field(ge=0)
+    created_timestamp: int = Field(ge=0, le=10**15)
     message_create: _MessageCreate
 
 

@@ -1,0 +1,89 @@
+"""The `catbot` command as a user runs it: start-up errors, help, and the offline demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from catbot.facts import load_corpus
+from tests.harness import CREDENTIALS, clean_env
+
+
+def catbot(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0,
+           cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "catbot", *args], env=clean_env(env or {}), cwd=cwd,
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+def test_missing_credentials_stop_start_up_naming_each_variable(tmp_path: Path) -> None:
+    result = catbot("run", cwd=tmp_path, env={"CATBOT_X_CONSUMER_KEY": "k"})
+    assert result.returncode == 2
+    for name in ("CATBOT_X_CONSUMER_SECRET", "CATBOT_X_ACCESS_TOKEN",
+                 "CATBOT_X_ACCESS_TOKEN_SECRET"):
+        assert name in result.stderr
+    assert "CATBOT_X_CONSUMER_KEY:" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_values_are_named_without_a_traceback(tmp_path: Path) -> None:
+    env = {**CREDENTIALS, "CATBOT_PORT": "eighty", "CATBOT_TRIGGER": "(unclosed"}
+    result = catbot("run", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert "CATBOT_PORT" in result.stderr and "CATBOT_TRIGGER" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert CREDENTIALS["CATBOT_X_CONSUMER_SECRET"] not in result.stderr
+
+
+def test_settings_come_from_a_dotenv_file_with_the_seed_names(tmp_path: Path) -> None:
+    # The original bot's lower-case names, in .env; an invalid port proves the file is read.
+    (tmp_path / ".env").write_text(
+        "consumer_key=a\nconsumer_secret=b\naccess_token=1-c\naccess_token_secret=d\n"
+        "CATBOT_METRICS_PORT=not-a-port\n"
+    )
+    result = catbot("run", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "CATBOT_METRICS_PORT" in result.stderr
+    assert "CATBOT_X_CONSUMER_KEY" not in result.stderr
+
+
+def test_a_second_daemon_on_the_same_sqlite_file_is_refused(tmp_path: Path) -> None:
+    import asyncio
+
+    from catbot.store.sqlite import SQLiteStore
+
+    async def hold_and_try() -> subprocess.CompletedProcess[str]:
+        store = SQLiteStore(tmp_path / "catbot.db")
+        await store.open()
+        try:
+            env = {**CREDENTIALS, "CATBOT_STORE_URL": f"sqlite:///{tmp_path / 'catbot.db'}",
+                   "CATBOT_PORT": "0", "CATBOT_METRICS_PORT": "0"}
+            return await asyncio.to_thread(catbot, "run", env=env, cwd=tmp_path)
+        finally:
+            await store.close()
+
+    result = asyncio.run(hold_and_try())
+    assert result.returncode == 1
+    assert "another catbot process owns" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "demo", "emulator"])
+def test_every_command_has_help(command: str) -> None:
+    result = catbot(command, "--help")
+    assert result.returncode == 0
+    assert "usage: catbot " + command in result.stdout
+
+
+def test_demo_once_plays_the_conversation_and_exits_zero(tmp_path: Path) -> None:
+    result = catbot("demo", "--once", cwd=tmp_path, timeout=90)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "demo OK" in result.stdout
+    facts = {fact.text for fact in load_corpus()}
+    replies = [line.split("│", 1)[1].strip() for line in result.stdout.splitlines()
+               if line.strip().startswith("catbot │")]
+    assert sum(reply.removesuffix(" Nya~") in facts for reply in replies) == 2
+    assert "(no reply)" in replies
