@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
 
 import aiohttp
 from aiohttp import web
@@ -28,6 +29,7 @@ from catbot.store import Store, create_store
 from catbot.webhook.routes import WebhookHandler, WebhookPolicy, add_routes
 from catbot.webhook.signature import SignatureVerifier
 from catbot.x.dm import Credentials, DMSender
+from catbot.x.management import management_for
 
 log = get_logger("catbot.app")
 
@@ -59,6 +61,8 @@ class Daemon:
         self.stopping = False
         self.outbox: Outbox | None = None
         self.handler: WebhookHandler | None = None
+        # X's view of our webhook, as last seen (None: not watched or not yet known).
+        self.webhook_valid: bool | None = None
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
         async with self.running():
@@ -116,7 +120,8 @@ class Daemon:
             )
 
             internal = await self._serve(
-                internal_app(self.metrics, Health(self.readiness)), s.metrics_host,
+                internal_app(self.metrics, Health(self.readiness, self.health_details)),
+                s.metrics_host,
                 s.metrics_port, access_log=False,
             )
             stack.push_async_callback(internal.cleanup)
@@ -128,8 +133,12 @@ class Daemon:
 
             outbox.start()
             stack.push_async_callback(outbox.stop, s.shutdown_grace_seconds)
-            for task in (self._every(DEPTH_INTERVAL_SECONDS, self._update_depth),
-                         self._every(PRUNE_INTERVAL_SECONDS, self._prune)):
+            tasks = [self._every(DEPTH_INTERVAL_SECONDS, self._update_depth),
+                     self._every(PRUNE_INTERVAL_SECONDS, self._prune)]
+            if s.public_url:
+                tasks.append(self._every(s.webhook_check_seconds,
+                                         lambda: self.check_webhook(session)))
+            for task in tasks:
                 background = asyncio.create_task(task)
                 stack.push_async_callback(_cancel, background)
             # Last in, first out: readiness flips before anything else stops.
@@ -191,6 +200,24 @@ class Daemon:
             return f"store unreachable: {type(exc).__name__}"
         return None
 
+    def health_details(self) -> dict[str, object]:
+        last_crc = self.handler.last_crc_at if self.handler else None
+        return {
+            "last_crc_at": None if last_crc is None else _iso(last_crc),
+            "webhook_valid": self.webhook_valid,
+        }
+
+    async def check_webhook(self, session: aiohttp.ClientSession) -> None:
+        """Ask X whether the webhook at CATBOT_PUBLIC_URL is valid; remember the answer."""
+        s = self.settings
+        manager = management_for(s.x_api, self.credentials, session, s.x_api_base,
+                                 s.bot_user_id or "", s.x_env_name)
+        hooks = [h for h in await manager.list_webhooks() if h.url == s.public_url]
+        self.webhook_valid = bool(hooks) and all(h.valid for h in hooks)
+        self.metrics.webhook_valid.set(1 if self.webhook_valid else 0)
+        if not self.webhook_valid:
+            log.warning("webhook_not_valid_at_x", registered=bool(hooks))
+
     async def _update_depth(self) -> None:
         self.metrics.outbox_depth.set(await self.store.depth())
 
@@ -206,6 +233,10 @@ class Daemon:
             except Exception:
                 log.exception("housekeeping_failed")
             await asyncio.sleep(interval)
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -55,6 +55,31 @@ def build_parser() -> argparse.ArgumentParser:
         "/_emulator/ control API. Credentials come from the CATBOT_X_* variables.",
     )
     configure_parser(emulator)
+
+    from catbot import admin, devmode, doctor
+
+    dev = commands.add_parser(
+        "dev", help="dev mode: ngrok tunnel + webhook registration + the daemon",
+        description="Open an ngrok tunnel to a local daemon, register it as the webhook, "
+        "subscribe the bot account, and remove what was made on exit (Ctrl-C).",
+    )
+    devmode.configure_parser(dev)
+    webhooks = commands.add_parser(
+        "webhooks", help="list, ensure, revalidate or delete the app's webhooks at X",
+        description="Manage the app's webhooks at X (the flavour of CATBOT_X_API).",
+    )
+    admin.configure_webhooks_parser(webhooks)
+    subscriptions = commands.add_parser(
+        "subscriptions", help="list, add or remove webhook subscriptions at X",
+        description="Manage which accounts' events X delivers to the webhook.",
+    )
+    admin.configure_subscriptions_parser(subscriptions)
+    doctor_parser = commands.add_parser(
+        "doctor", help="preflight checks with a fix for each failure",
+        description="Check configuration, credentials, the webhook and subscription at X, "
+        "and a CRC through the public URL. Exit 1 when anything fails.",
+    )
+    doctor.configure_parser(doctor_parser)
     return parser
 
 
@@ -71,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": _run,
         "demo": _demo,
         "emulator": _emulator,
+        "dev": _dev,
+        "webhooks": _webhooks,
+        "subscriptions": _subscriptions,
+        "doctor": _doctor,
     }[args.command]
     try:
         return command(args)
@@ -105,6 +134,30 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _emulator(args: argparse.Namespace) -> int:
     from catbot.emulator.cli import run_from_args
+
+    return run_from_args(args)
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from catbot.devmode import run_from_args
+
+    return run_from_args(args)
+
+
+def _webhooks(args: argparse.Namespace) -> int:
+    from catbot.admin import run_webhooks
+
+    return run_webhooks(args)
+
+
+def _subscriptions(args: argparse.Namespace) -> int:
+    from catbot.admin import run_subscriptions
+
+    return run_subscriptions(args)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from catbot.doctor import run_from_args
 
     return run_from_args(args)
 

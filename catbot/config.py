@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     x_api: XApi = "v2"
     x_env_name: str | None = None
     x_api_base: str | None = None
+    # The webhook's public URL, when known: doctor checks it, the daemon watches its validity.
+    public_url: str | None = None
+    webhook_check_seconds: float = Field(default=900.0, gt=0)
 
     # Listeners.
     host: str = "0.0.0.0"
@@ -110,7 +113,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"not a valid regular expression: {exc}") from None
         return value or None
 
-    @field_validator("x_api_base", "facts_url")
+    @field_validator("x_api_base", "facts_url", "public_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if not value:

@@ -90,13 +90,20 @@ class Metrics:
             "catbot_workers_busy", "Outbox workers currently handling a job", registry=r
         )
         self.ready = Gauge("catbot_ready", "1 when the daemon reports ready", registry=r)
+        self.webhook_valid = Gauge(
+            "catbot_webhook_valid",
+            "1 when X last reported the webhook at CATBOT_PUBLIC_URL valid, 0 when not",
+            registry=r,
+        )
 
 
 @dataclass
 class Health:
-    """What `/readyz` reports; `check` raises or returns a reason when not ready."""
+    """What `/readyz` reports: `check` returns a reason when not ready; `details` are
+    informational facts shown either way (the last CRC, the webhook's validity)."""
 
     check: Callable[[], Awaitable[str | None]]
+    details: Callable[[], dict[str, object]] = dict
 
 
 def internal_app(metrics: Metrics, health: Health) -> web.Application:
@@ -121,9 +128,12 @@ def internal_app(metrics: Metrics, health: Health) -> web.Application:
         except Exception as exc:  # the check itself failing means not ready
             problem = f"health check failed: {type(exc).__name__}"
         metrics.ready.set(0 if problem else 1)
+        details = health.details()
         if problem:
-            return web.json_response({"status": "not ready", "reason": problem}, status=503)
-        return web.json_response({"status": "ready"})
+            return web.json_response(
+                {"status": "not ready", "reason": problem, **details}, status=503
+            )
+        return web.json_response({"status": "ready", **details})
 
     app = web.Application()
     app.router.add_get("/metrics", metrics_view)

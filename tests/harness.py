@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,12 +130,14 @@ class Process:
 
 
 class Emulator(Process):
-    def __init__(self, tmp: Path, port: int, webhook_url: str, api: str = "v2",
-                 extra_env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, tmp: Path, port: int, webhook_url: str | None, api: str = "v2",
+                 extra_env: Mapping[str, str] | None = None,
+                 extra_args: Sequence[str] = ()) -> None:
+        hook = ["--webhook-url", webhook_url] if webhook_url else []
         super().__init__(
             "emulator",
             ["emulator", "--host", "127.0.0.1", "--port", str(port), "--api", api,
-             "--webhook-url", webhook_url],
+             *hook, *extra_args],
             clean_env({**CREDENTIALS, **(extra_env or {})}),
             tmp / f"emulator-{port}.log",
         )

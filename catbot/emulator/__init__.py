@@ -1,5 +1,12 @@
 """A local stand-in for X: DM endpoints, signed webhook deliveries, CRC and a control API.
 
+X's own management routes are served too, so an unmodified X client can run against it:
+webhooks and Account Activity subscriptions (`management_v2`), X Activity API subscriptions
+(`management_activity`), v1.1 premium environments (`management_v1`), app-only tokens and
+"who am I" (`auth_routes`). One registry (`webhooks`, `subscriptions`) applies X's rules and
+tier limits to all of them, to the start-up `--webhook-url` and to the control API; deliveries
+follow the subscriptions it holds, and `recheck` re-runs the CRC periodically.
+
 It imports nothing from the daemon except `catbot.signing`, so that the daemon is tested
 against an independent peer rather than against its own assumptions.
 """

@@ -1,7 +1,8 @@
 """Assemble the emulator's aiohttp app and run it.
 
-`build_app` wires state, routes and the lifecycle (the delivery client session and the
-start-up CRC tasks live in one cleanup context, so they start and stop with the app).
+`build_app` wires state, routes and the lifecycle (the delivery client session, the
+start-up CRC tasks and the periodic CRC re-check live in one cleanup context, so they start
+and stop with the app).
 """
 
 from __future__ import annotations
@@ -13,9 +14,19 @@ from typing import Any
 
 from aiohttp import web
 
-from catbot.emulator import control, dm_api, errors
+from catbot.emulator import (
+    api_common,
+    auth_routes,
+    control,
+    dm_api,
+    errors,
+    management_activity,
+    management_v1,
+    management_v2,
+)
 from catbot.emulator.config import EmulatorConfig
 from catbot.emulator.delivery import Deliverer
+from catbot.emulator.recheck import recheck_forever
 from catbot.emulator.runtime import RUNTIME, BackgroundTasks, Runtime
 from catbot.emulator.state import EmulatorState
 from catbot.emulator.webhooks import add_startup_webhook
@@ -66,6 +77,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                     ),
                     name=f"crc-{webhook.id}",
                 )
+        runtime.tasks.spawn(recheck_forever(runtime, config.crc_interval), name="crc-recheck")
         yield
     finally:
         # Tasks first: they use the session.
@@ -88,12 +100,17 @@ def build_app(config: EmulatorConfig) -> web.Application:
     )
     runtime = Runtime(config, state, deliverer, BackgroundTasks())
     app = web.Application(
-        middlewares=[json_errors, control.control_errors], client_max_size=_MAX_REQUEST_BYTES
+        middlewares=[json_errors, api_common.refusals, control.control_errors],
+        client_max_size=_MAX_REQUEST_BYTES,
     )
     app[RUNTIME] = runtime
     for url in config.webhook_urls:
         add_startup_webhook(runtime, url)
     dm_api.add_routes(app)
+    management_v2.add_routes(app)
+    management_activity.add_routes(app)
+    management_v1.add_routes(app)
+    auth_routes.add_routes(app)
     control.add_routes(app)
     app.cleanup_ctx.append(_lifecycle)
     return app

@@ -62,6 +62,34 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--crc-timeout", type=float, metavar="SECONDS", help="CRC answer deadline (default 3)"
     )
     parser.add_argument(
+        "--crc-interval",
+        type=float,
+        metavar="SECONDS",
+        help="re-check every valid webhook's CRC this often; a failure invalidates it until "
+        "a PUT revalidates it (default 3600)",
+    )
+    parser.add_argument(
+        "--max-webhooks",
+        type=int,
+        metavar="N",
+        help="webhooks the app's tier allows, all flavours together (default 1)",
+    )
+    parser.add_argument(
+        "--max-subscriptions",
+        type=int,
+        metavar="N",
+        help="subscriptions the tier allows, per kind: Account Activity users, X Activity "
+        "API subscriptions (default 3)",
+    )
+    parser.add_argument(
+        "--env-name",
+        dest="env_names",
+        action="append",
+        metavar="LABEL",
+        help="a v1.1 premium environment the app has (repeatable; default: any "
+        "[A-Za-z0-9_-]+ label; CATBOT_X_ENV_NAME is always allowed)",
+    )
+    parser.add_argument(
         "--env-file",
         type=Path,
         help="read CATBOT_X_* from this file too; environment wins (default: ./.env if present)",
@@ -97,6 +125,10 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         dm_rate_limit=args.dm_rate_limit,
         dm_rate_window=args.dm_rate_window,
         crc_timeout=args.crc_timeout,
+        crc_interval=getattr(args, "crc_interval", None),
+        max_webhooks=getattr(args, "max_webhooks", None),
+        max_subscriptions=getattr(args, "max_subscriptions", None),
+        env_names=getattr(args, "env_names", None),
     )
 
 

@@ -6,6 +6,7 @@ names) so that one environment drives both ends of the loop and they agree on th
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -23,6 +24,8 @@ DEFAULT_PORT = 8099
 DEFAULT_BOT_USER_ID = "1000"
 
 USER_ID_RE = re.compile(r"^[0-9]{1,19}$")
+# v1.1 premium environment labels, as X's dev-environment form allows them.
+ENV_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 # X access tokens look like "<user id>-<random>"; the prefix names the account.
 _ACCESS_TOKEN_RE = re.compile(r"^([0-9]{1,19})-.+$")
 
@@ -35,6 +38,7 @@ CREDENTIAL_VARIABLES: dict[str, tuple[str, ...]] = {
     "bearer_token": ("CATBOT_X_BEARER_TOKEN",),
 }
 API_VARIABLE = "CATBOT_X_API"
+ENV_NAME_VARIABLE = "CATBOT_X_ENV_NAME"
 
 
 class ConfigError(ValueError):
@@ -70,7 +74,23 @@ class EmulatorConfig:
     crc_timeout: float = 3.0
     crc_retry_interval: float = 0.5
     crc_retry_total: float = 60.0
+    # X re-checks registered webhooks periodically (hourly for v2); a failure invalidates.
+    crc_interval: float = 3600.0
     delivery_timeout: float = 10.0
+
+    # Tier limits (pay-per-use: 1 webhook, 3 subscriptions). Webhooks count per app across
+    # every flavour's registration route; subscriptions count per kind (Account Activity
+    # user subscriptions, X Activity API subscriptions), each against the same limit.
+    max_webhooks: int = 1
+    max_subscriptions: int = 3
+    # v1.1 premium environment labels the app has; empty allows any [A-Za-z0-9_-]+.
+    env_names: tuple[str, ...] = ()
+    # CATBOT_X_ENV_NAME: always allowed, and the label of start-up webhooks with --api v1.1.
+    default_env_name: str | None = None
+    # Per-app budgets of the management routes, per 15-minute window (x-api.md).
+    webhook_rate_limit: int = 450
+    subscription_rate_limit: int = 500
+    management_rate_window: float = 900.0
 
     def __post_init__(self) -> None:
         problems = list(self._problems())
@@ -90,20 +110,79 @@ class EmulatorConfig:
             problem = webhook_url_problem(url)
             if problem:
                 yield f"--webhook-url {url}: {problem}"
+        yield from self._limit_problems()
+        extra = (self.default_env_name,) if self.default_env_name is not None else ()
+        for name in (*self.env_names, *extra):
+            if not ENV_NAME_RE.match(name):
+                yield f"environment name {name!r} must match [A-Za-z0-9_-]+"
         if self.dm_rate_limit < 1:
             yield "dm rate limit must be at least 1"
         for name in (
             "dm_rate_window",
             "crc_timeout",
             "crc_retry_interval",
+            "crc_interval",
             "delivery_timeout",
             "max_clock_skew",
+            "management_rate_window",
         ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 yield f"{name.replace('_', ' ')} must be a positive number of seconds"
         if not (math.isfinite(self.crc_retry_total) and self.crc_retry_total >= 0):
             yield "crc retry total must be zero or more seconds"
+
+    def _limit_problems(self) -> Iterable[str]:
+        for name in (
+            "max_webhooks",
+            "max_subscriptions",
+            "webhook_rate_limit",
+            "subscription_rate_limit",
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                yield f"{name.replace('_', ' ')} must be a whole number of at least 1"
+                return
+        # Start-up webhooks are registered through the same tier rules as X's routes, so a
+        # configuration that X itself would refuse fails here, before anything listens.
+        hooks = len(set(self.webhook_urls))
+        if hooks > self.max_webhooks:
+            yield (
+                f"{hooks} --webhook-url given but the tier allows {self.max_webhooks} "
+                "webhook(s); raise --max-webhooks"
+            )
+        per_hook = 2 if self.api == "activity" else 1  # activity: dm.received + dm.sent
+        if hooks * per_hook > self.max_subscriptions:
+            yield (
+                f"start-up webhooks need {hooks * per_hook} subscriptions but the tier "
+                f"allows {self.max_subscriptions}; raise --max-subscriptions"
+            )
+
+    def env_allowed(self, name: str) -> bool:
+        if not ENV_NAME_RE.match(name):
+            return False
+        if name == self.default_env_name or not self.env_names:
+            return True
+        return name in self.env_names
+
+    @property
+    def startup_env_name(self) -> str | None:
+        """The v1.1 environment start-up webhooks belong to (None outside v1.1 mode)."""
+        if self.api != "v1.1":
+            return None
+        return self.default_env_name or (self.env_names[0] if self.env_names else None)
+
+    @property
+    def app_bearer_token(self) -> str:
+        """The app-only token X would issue: the configured one, else one derived from the key.
+
+        Derived deterministically so that `POST /oauth2/token` always hands out the same
+        token and a restarted emulator still accepts it.
+        """
+        if self.bearer_token:
+            return self.bearer_token
+        digest = hashlib.sha256((self.consumer_key or "").encode()).hexdigest()
+        return "AAAA" + digest[:40]
 
     @property
     def base_url(self) -> str:
@@ -151,12 +230,17 @@ def config_from_env(env: Mapping[str, str], **cli_overrides: Any) -> EmulatorCon
         if api not in API_FLAVOURS:
             raise ConfigError(f"{API_VARIABLE} must be one of {', '.join(API_FLAVOURS)}")
         values["api"] = api
+    env_name = env.get(ENV_NAME_VARIABLE)
+    if env_name:
+        values["default_env_name"] = env_name
     values.update({k: v for k, v in cli_overrides.items() if v is not None})
-    urls = values.get("webhook_urls")
-    if isinstance(urls, str):
-        values["webhook_urls"] = (urls,)
-    elif urls is not None:
-        values["webhook_urls"] = tuple(cast(Iterable[str], urls))
+    for name in ("webhook_urls", "env_names"):
+        items = values.get(name)
+        if isinstance(items, str):
+            values[name] = (items,)
+        elif items is not None:
+            # The same URL twice is one webhook, as registering it again would be refused.
+            values[name] = tuple(dict.fromkeys(cast(Iterable[str], items)))
     # The token names the account it belongs to; a flag cannot make it someone else.
     token_user = bot_user_id_from_token(values.get("access_token"))
     if token_user is not None:

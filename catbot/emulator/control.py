@@ -2,6 +2,10 @@
 
 Not part of X. It has no authentication, which is why the emulator listens on loopback by
 default. Errors are `{"error": "..."}` with status 400 (or 404 for unknown ids).
+
+`GET /webhooks` lists each webhook with its subscriptions, `GET /subscriptions` every
+subscription of both kinds. `POST /webhooks` registers (CRC first) and subscribes the bot
+like `--webhook-url`, but ignores the tier limits: it is a back door for tests and the demo.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from aiohttp import web
 from catbot.emulator.config import USER_ID_RE
 from catbot.emulator.dispatch import dispatch, redeliver
 from catbot.emulator.payloads import encode
+from catbot.emulator.refusals import RegistryError
 from catbot.emulator.runtime import RUNTIME, Runtime
 from catbot.emulator.state import Faults, Message, SignedBody
-from catbot.emulator.webhooks import RegistrationRefused, register_checked
+from catbot.emulator.webhooks import register_and_subscribe_bot
 from catbot.signing import sign_body
 
 log = logging.getLogger("catbot.emulator.control")
@@ -247,10 +252,16 @@ async def post_webhook(request: web.Request) -> web.Response:
     if not isinstance(url, str):
         raise ControlError("url must be a string")
     try:
-        webhook = await register_checked(runtime, url)
-    except RegistrationRefused as exc:
+        webhook = await register_and_subscribe_bot(runtime, url)
+    except RegistryError as exc:
         raise ControlError(str(exc)) from None
     return web.json_response(_webhook_json(runtime, webhook.id))
+
+
+async def get_subscriptions(request: web.Request) -> web.Response:
+    """Every subscription, both kinds (Account Activity users and X Activity API)."""
+    subs = _runtime(request).state.subscriptions.values()
+    return web.json_response({"subscriptions": [s.to_json() for s in subs]})
 
 
 async def delete_webhook(request: web.Request) -> web.Response:
@@ -277,3 +288,4 @@ def add_routes(app: web.Application) -> None:
     r.add_get(f"{PREFIX}/webhooks", get_webhooks)
     r.add_post(f"{PREFIX}/webhooks", post_webhook)
     r.add_delete(f"{PREFIX}/webhooks/{{webhook_id}}", delete_webhook)
+    r.add_get(f"{PREFIX}/subscriptions", get_subscriptions)

@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import aiohttp
@@ -37,11 +38,21 @@ class DeliveryOutcome:
         return {"url": self.url, "status": self.status, "error": self.error}
 
 
+class CrcFailure(Enum):
+    """Why a CRC failed, in the categories X's v1.1 error messages distinguish."""
+
+    TIMEOUT = "timeout"  # "High latency on CRC GET request"
+    STATUS = "status"  # "Non-200 response code during CRC GET request"
+    RESPONSE = "response"  # "Invalid CRC token or json response format"
+    CONNECTION = "connection"  # no HTTP answer at all
+
+
 @dataclass(frozen=True)
 class CrcOutcome:
     ok: bool
     status: int | None
     error: str | None
+    failure: CrcFailure | None = None
 
 
 def _describe(exc: BaseException) -> str:
@@ -92,22 +103,32 @@ class Deliverer:
                 raw = await resp.content.read(_MAX_ANSWER_BYTES)
                 status, content_type = resp.status, resp.content_type
         except TimeoutError:
-            return CrcOutcome(False, None, f"CRC got no answer within {self._crc_timeout:g} s")
+            return CrcOutcome(
+                False,
+                None,
+                f"CRC got no answer within {self._crc_timeout:g} s",
+                CrcFailure.TIMEOUT,
+            )
         except aiohttp.ClientError as exc:
-            return CrcOutcome(False, None, f"CRC request failed: {_describe(exc)}")
+            return CrcOutcome(
+                False, None, f"CRC request failed: {_describe(exc)}", CrcFailure.CONNECTION
+            )
         if status != 200:
-            return CrcOutcome(False, status, f"CRC answered HTTP {status}, expected 200")
+            return CrcOutcome(
+                False, status, f"CRC answered HTTP {status}, expected 200", CrcFailure.STATUS
+            )
+        bad = CrcFailure.RESPONSE
         if content_type != "application/json":
-            return CrcOutcome(False, status, f"CRC answer has content type {content_type!r}")
+            return CrcOutcome(False, status, f"CRC answer has content type {content_type!r}", bad)
         try:
             answer = json.loads(raw)
         except ValueError:
-            return CrcOutcome(False, status, "CRC answer is not JSON")
+            return CrcOutcome(False, status, "CRC answer is not JSON", bad)
         token_answer = answer.get("response_token") if isinstance(answer, dict) else None
         if not isinstance(token_answer, str):
-            return CrcOutcome(False, status, "CRC answer has no response_token")
+            return CrcOutcome(False, status, "CRC answer has no response_token", bad)
         if not hmac.compare_digest(token_answer.encode(), expected.encode()):
-            return CrcOutcome(False, status, "CRC response_token does not match")
+            return CrcOutcome(False, status, "CRC response_token does not match", bad)
         return CrcOutcome(True, status, None)
 
     async def _run_crc(self, webhook: Webhook) -> CrcOutcome:
@@ -119,6 +140,8 @@ class Deliverer:
         # Start-up retries repeat the same failure every half second: log changes only.
         changed = (outcome.ok, outcome.error) != (webhook.valid, webhook.last_crc_error)
         webhook.valid = outcome.ok
+        if outcome.ok:
+            webhook.startup_pending = False
         webhook.last_crc_status = outcome.status
         webhook.last_crc_error = outcome.error
         webhook.last_crc_at = time.time()
@@ -152,12 +175,28 @@ class Deliverer:
                 await self._run_crc(webhook)
             return webhook.valid
 
+    async def deliverable(self, webhook: Webhook) -> bool:
+        """Whether events may go to this webhook now.
+
+        X's rule: an invalid webhook gets nothing until `PUT` revalidates it. The one
+        exception is a start-up webhook that never passed a CRC (the daemon may start after
+        the emulator): delivery gives it one more chance, so the first DM is not lost.
+        """
+        if webhook.valid:
+            return True
+        if not webhook.startup_pending:
+            return False
+        return await self.ensure_valid(webhook)
+
     async def validate_until_valid(self, webhook_id: str, interval: float, total: float) -> None:
         """Keep challenging a start-up webhook: the daemon may come up after the emulator."""
         deadline = time.monotonic() + total
         while True:
             webhook = self._state.webhooks.get(webhook_id)
-            if webhook is None or await self.ensure_valid(webhook):
+            # Done once it passed: from then on only X's rules (periodic check, PUT) apply.
+            if webhook is None or not webhook.startup_pending:
+                return
+            if await self.ensure_valid(webhook):
                 return
             if time.monotonic() + interval > deadline:
                 log.warning(
@@ -198,7 +237,7 @@ class Deliverer:
         webhook = self._state.webhooks.get(signed.webhook_id)
         if webhook is None:
             outcome = DeliveryOutcome(None, None, f"webhook {signed.webhook_id} was deleted")
-        elif not await self.ensure_valid(webhook):
+        elif not await self.deliverable(webhook):
             outcome = DeliveryOutcome(
                 webhook.url, None, f"webhook invalid: {webhook.invalid_reason}"
             )

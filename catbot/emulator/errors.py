@@ -124,3 +124,56 @@ def injected_failure(status: int) -> XError:
 def not_found() -> XError:
     body = _v11(34, "Sorry, that page does not exist.")
     return XError(404, body, 404, body)
+
+
+# --- management routes -----------------------------------------------------------------
+
+X_PROBLEMS = "https://api.x.com/2/problems/"
+
+
+def problem(status: int, kind: str, title: str, message: str) -> dict[str, Any]:
+    """A v2 problem that also carries `errors`, so tweepy's `api_messages` shows the reason.
+
+    X puts the failure name in the message (`"WebhookLimitExceeded: ..."`); `detail` repeats
+    it rather than X's generic "One or more parameters to your request was invalid.", so a
+    client reading either field finds the reason.
+    """
+    return {
+        "errors": [{"message": message}],
+        "title": title,
+        "detail": message,
+        "type": X_PROBLEMS + kind,
+        "status": status,
+    }
+
+
+def v11_body(code: int, message: str) -> dict[str, Any]:
+    return _v11(code, message)
+
+
+def user_context_forbidden() -> XError:
+    """An app-only (bearer) route called with OAuth 1.0a user context."""
+    detail = (
+        "Authenticating with OAuth 1.0a User Context is forbidden for this endpoint.  "
+        "Supported authentication types are [OAuth 2.0 Application-Only]."
+    )
+    return XError(
+        403,
+        {
+            "title": "Unsupported Authentication",
+            "detail": detail,
+            "type": X_PROBLEMS + "unsupported-authentication",
+            "status": 403,
+        },
+        403,
+        _v11(220, "Your credentials do not allow access to this resource."),
+    )
+
+
+def bad_bearer() -> XError:
+    """A bearer token that is not the app's."""
+    return XError(401, _plain_problem(401), 401, _v11(89, "Invalid or expired token."))
+
+
+def missing_auth() -> XError:
+    return XError(401, _plain_problem(401), 401, _v11(215, "Bad Authentication data."))

@@ -52,6 +52,8 @@ class RequestToVerify:
     host: str
     raw_path_qs: str  # path and query exactly as sent, still percent-encoded
     authorization: str | None
+    # Form-encoded body parameters: OAuth 1.0a signs them too (v1.1 clients send `url=` so).
+    form_params: tuple[tuple[str, str], ...] = ()
 
 
 class _SigningKey:
@@ -88,7 +90,10 @@ def verify(
     query = request.raw_path_qs.partition("?")[2]
     try:
         collected: list[tuple[str, str]] = oauth_signature.collect_parameters(
-            uri_query=query, headers={"Authorization": header}, exclude_oauth_signature=False
+            uri_query=query,
+            body=list(request.form_params),
+            headers={"Authorization": header},
+            exclude_oauth_signature=False,
         )
     except ValueError:
         return AuthOutcome.MALFORMED

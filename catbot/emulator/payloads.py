@@ -155,6 +155,8 @@ def envelopes_for(
     """One envelope per matching subscription, holding every event of the batch it gets."""
     envelopes: list[Envelope] = []
     for sub in subscriptions:
+        if sub.webhook_id is None:  # stream-only XAA subscription: no webhook to POST to
+            continue
         matching = [m for m in messages if _matches(sub, m)]
         if not matching:
             continue

@@ -84,6 +84,11 @@ class Webhook:
     last_crc_status: int | None = None
     last_crc_error: str | None = None
     last_crc_at: float | None = None
+    # The v1.1 premium environment it was registered in (None: registered through v2).
+    env_name: str | None = None
+    # Registered at start-up before its receiver could answer: delivery may still try a
+    # CRC. Once one passes it is an ordinary webhook, which only `PUT` revalidates.
+    startup_pending: bool = False
 
     @property
     def invalid_reason(self) -> str:
@@ -98,20 +103,31 @@ class Webhook:
             "last_crc_error": self.last_crc_error,
             "last_crc_at": None if self.last_crc_at is None else iso_timestamp(self.last_crc_at),
             "created_at": iso_timestamp(self.created_at),
+            "env_name": self.env_name,
         }
 
 
-@dataclass(frozen=True)
+@dataclass
 class Subscription:
+    """One Account Activity user subscription, or one X Activity API subscription.
+
+    Mutable because XAA's `PUT` changes `tag` and `webhook_id` in place, keeping the id.
+    """
+
     id: str
-    webhook_id: str
+    webhook_id: str | None  # XAA subscriptions may have none (stream-only)
     user_id: str
     kind: SubscriptionKind
     event_type: str | None = None  # activity kind only
     tag: str | None = None
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["created_at"] = iso_timestamp(self.created_at)
+        data["updated_at"] = iso_timestamp(self.updated_at)
+        return data
 
 
 @dataclass(frozen=True)
@@ -327,8 +343,8 @@ class EmulatorState:
 
     # --- webhooks and subscriptions ----------------------------------------------------
 
-    def add_webhook(self, url: str) -> Webhook:
-        webhook = Webhook(id=self.ids.next(), url=url, created_at=time.time())
+    def add_webhook(self, url: str, env_name: str | None = None) -> Webhook:
+        webhook = Webhook(id=self.ids.next(), url=url, created_at=time.time(), env_name=env_name)
         self.webhooks[webhook.id] = webhook
         return webhook
 
@@ -336,36 +352,42 @@ class EmulatorState:
         return next((w for w in self.webhooks.values() if w.url == url), None)
 
     def remove_webhook(self, webhook_id: str) -> Webhook | None:
+        """Forget a webhook and every subscription bound to it, as X does."""
         webhook = self.webhooks.pop(webhook_id, None)
         if webhook is not None:
             for sub in self.subscriptions_for_webhook(webhook_id):
                 del self.subscriptions[sub.id]
         return webhook
 
-    def subscribe(
+    def add_subscription(
         self,
         *,
-        webhook_id: str,
+        webhook_id: str | None,
         user_id: str,
         kind: SubscriptionKind,
         event_type: str | None = None,
         tag: str | None = None,
     ) -> Subscription:
-        """Idempotent: the same (webhook, user, kind, event type) is one subscription."""
-        for sub in self.subscriptions.values():
-            if (sub.webhook_id, sub.user_id, sub.kind, sub.event_type) == (
-                webhook_id,
-                user_id,
-                kind,
-                event_type,
-            ):
-                return sub
+        """Store without checks: the registry modules apply X's rules first."""
         sub = Subscription(self.ids.next(), webhook_id, user_id, kind, event_type, tag)
         self.subscriptions[sub.id] = sub
         return sub
 
     def subscriptions_for_webhook(self, webhook_id: str) -> list[Subscription]:
         return [s for s in self.subscriptions.values() if s.webhook_id == webhook_id]
+
+    def subscriptions_of_kind(self, kind: SubscriptionKind) -> list[Subscription]:
+        return [s for s in self.subscriptions.values() if s.kind == kind]
+
+    def account_activity_subscription(self, webhook_id: str, user_id: str) -> Subscription | None:
+        return next(
+            (
+                s
+                for s in self.subscriptions_of_kind("account_activity")
+                if (s.webhook_id, s.user_id) == (webhook_id, user_id)
+            ),
+            None,
+        )
 
     # --- rate limits -------------------------------------------------------------------
 

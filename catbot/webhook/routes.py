@@ -68,6 +68,7 @@ class WebhookHandler:
         self.on_enqueued = on_enqueued
         self.clock = clock
         self.accepting = True
+        self.last_crc_at: float | None = None
 
     async def crc(self, request: web.Request) -> web.Response:
         token = request.query.get("crc_token")
@@ -76,7 +77,8 @@ class WebhookHandler:
             return _error(400, "missing crc_token query parameter")
         self.metrics.webhook_requests.labels("crc").inc()
         self.metrics.crc_responses.inc()
-        self.metrics.last_crc.set(self.clock())
+        self.last_crc_at = self.clock()
+        self.metrics.last_crc.set(self.last_crc_at)
         log.info("crc_answered")
         return web.json_response(
             {"response_token": crc_response_token(self.policy.consumer_secret, token)}

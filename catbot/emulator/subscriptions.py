@@ -1,0 +1,192 @@
+"""Subscription rules: who gets which events on which webhook, within the tier's limits.
+
+Two kinds live side by side, as on X:
+- Account Activity (v2 and v1.1): a user subscribed on a webhook gets every DM event the
+  user takes part in. Unique per (webhook, user).
+- X Activity API: one event type for one filtered user, optionally bound to a webhook.
+  Unique per (event type, filter, webhook).
+Each kind counts against `max_subscriptions` on its own (the tier limit X documents is per
+product); `enforce_limits=False` is for the emulator's own control API only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Final
+
+from catbot.emulator.refusals import (
+    Reason,
+    RegistryError,
+    require_activity_subscription,
+    require_webhook,
+)
+from catbot.emulator.runtime import Runtime
+from catbot.emulator.state import Subscription, SubscriptionKind, Webhook
+
+# DM and chat event types X's Activity API accepts, plus profile ones from its OpenAPI
+# description. Only dm.received and dm.sent ever produce deliveries here.
+ACTIVITY_EVENT_TYPES: Final = frozenset(
+    {
+        "dm.received",
+        "dm.sent",
+        "dm.read",
+        "dm.indicate_typing",
+        "chat.received",
+        "chat.sent",
+        "chat.conversation_join",
+        "profile.update.bio",
+        "profile.update.profile_picture",
+        "profile.update.banner_picture",
+    }
+)
+BOT_ACTIVITY_EVENT_TYPES: Final = ("dm.received", "dm.sent")
+
+
+def _check_limit(runtime: Runtime, kind: SubscriptionKind, enforce: bool) -> None:
+    limit = runtime.config.max_subscriptions
+    if enforce and len(runtime.state.subscriptions_of_kind(kind)) >= limit:
+        raise RegistryError(
+            Reason.SUBSCRIPTION_LIMIT,
+            f"this app's tier allows {limit} subscription(s); delete one first",
+        )
+
+
+# --- Account Activity ------------------------------------------------------------------
+
+
+def subscribe_account_activity(
+    runtime: Runtime, webhook_id: str, user_id: str, *, enforce_limits: bool = True
+) -> Subscription:
+    state = runtime.state
+    require_webhook(state, webhook_id)
+    if state.account_activity_subscription(webhook_id, user_id) is not None:
+        raise RegistryError(
+            Reason.DUPLICATE_SUBSCRIPTION,
+            f"user {user_id} is already subscribed to webhook {webhook_id}",
+        )
+    _check_limit(runtime, "account_activity", enforce_limits)
+    return state.add_subscription(webhook_id=webhook_id, user_id=user_id, kind="account_activity")
+
+
+def is_subscribed(runtime: Runtime, webhook_id: str, user_id: str) -> bool:
+    require_webhook(runtime.state, webhook_id)
+    return runtime.state.account_activity_subscription(webhook_id, user_id) is not None
+
+
+def unsubscribe_account_activity(runtime: Runtime, webhook_id: str, user_id: str) -> None:
+    state = runtime.state
+    require_webhook(state, webhook_id)
+    sub = state.account_activity_subscription(webhook_id, user_id)
+    if sub is None:
+        raise RegistryError(
+            Reason.SUBSCRIPTION_NOT_FOUND,
+            f"user {user_id} is not subscribed to webhook {webhook_id}",
+        )
+    del state.subscriptions[sub.id]
+
+
+# --- X Activity API --------------------------------------------------------------------
+
+
+def _same_activity(
+    sub: Subscription, event_type: str, user_id: str, webhook_id: str | None
+) -> bool:
+    return sub.kind == "activity" and (sub.event_type, sub.user_id, sub.webhook_id) == (
+        event_type,
+        user_id,
+        webhook_id,
+    )
+
+
+def _check_activity_duplicate(
+    runtime: Runtime,
+    event_type: str,
+    user_id: str,
+    webhook_id: str | None,
+    ignore: str | None = None,
+) -> None:
+    for sub in runtime.state.subscriptions.values():
+        if sub.id != ignore and _same_activity(sub, event_type, user_id, webhook_id):
+            raise RegistryError(
+                Reason.DUPLICATE_SUBSCRIPTION,
+                f"a {event_type} subscription for user {user_id} on this webhook exists "
+                f"already ({sub.id})",
+            )
+
+
+def create_activity_subscription(
+    runtime: Runtime,
+    *,
+    event_type: str,
+    user_id: str,
+    webhook_id: str | None,
+    tag: str | None,
+    enforce_limits: bool = True,
+) -> Subscription:
+    if webhook_id is not None:
+        require_webhook(runtime.state, webhook_id)
+    _check_activity_duplicate(runtime, event_type, user_id, webhook_id)
+    _check_limit(runtime, "activity", enforce_limits)
+    return runtime.state.add_subscription(
+        webhook_id=webhook_id, user_id=user_id, kind="activity", event_type=event_type, tag=tag
+    )
+
+
+UPDATABLE_FIELDS: Final = frozenset({"tag", "webhook_id"})
+
+
+def update_activity_subscription(
+    runtime: Runtime, subscription_id: str, changes: Mapping[str, str | None]
+) -> Subscription:
+    """Change `tag` and/or `webhook_id` in place (X allows nothing else: delete + create)."""
+    unknown = set(changes) - UPDATABLE_FIELDS
+    if unknown:
+        raise ValueError(f"not updatable: {', '.join(sorted(unknown))}")
+    state = runtime.state
+    sub = require_activity_subscription(state, subscription_id)
+    new_webhook = changes.get("webhook_id", sub.webhook_id)
+    if new_webhook is not None:
+        require_webhook(state, new_webhook)
+    assert sub.event_type is not None  # activity subscriptions always have one
+    _check_activity_duplicate(runtime, sub.event_type, sub.user_id, new_webhook, ignore=sub.id)
+    sub.webhook_id = new_webhook
+    if "tag" in changes:
+        sub.tag = changes["tag"]
+    sub.updated_at = time.time()
+    return sub
+
+
+def delete_activity_subscription(runtime: Runtime, subscription_id: str) -> None:
+    sub = require_activity_subscription(runtime.state, subscription_id)
+    del runtime.state.subscriptions[sub.id]
+
+
+# --- the bot ---------------------------------------------------------------------------
+
+
+def subscribe_bot(runtime: Runtime, webhook: Webhook, *, enforce_limits: bool) -> None:
+    """Subscribe the bot to DMs on this webhook in the configured flavour; idempotent.
+
+    Start-up `--webhook-url` and the control API's registration use it, so that "registered
+    and subscribed" means the same records X's own routes would have created.
+    """
+    state, config = runtime.state, runtime.config
+    bot = state.bot_user_id
+    if config.api == "activity":
+        # dm.sent too, so the bot's own replies come back as they do on X.
+        for event_type in BOT_ACTIVITY_EVENT_TYPES:
+            if any(
+                _same_activity(s, event_type, bot, webhook.id) for s in state.subscriptions.values()
+            ):
+                continue
+            create_activity_subscription(
+                runtime,
+                event_type=event_type,
+                user_id=bot,
+                webhook_id=webhook.id,
+                tag=config.activity_tag,
+                enforce_limits=enforce_limits,
+            )
+    elif state.account_activity_subscription(webhook.id, bot) is None:
+        subscribe_account_activity(runtime, webhook.id, bot, enforce_limits=enforce_limits)
