@@ -7,11 +7,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo run emulator test lint format clean
+.PHONY: help install demo dev run emulator test lint format clean
 
 help:
 	@echo "make demo      the whole bot offline: X emulator + daemon + a scripted conversation"
 	@echo "make test      lint, type-check and the full test suite"
+	@echo "make dev       dev mode: ngrok tunnel + webhook registration + the daemon"
 	@echo "make run       the daemon, configured by CATBOT_* variables or .env"
 	@echo "make emulator  the local X emulator alone on 127.0.0.1:8099"
 	@echo "make lint      ruff and mypy --strict"
@@ -26,6 +27,9 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/catbot demo
+
+dev: install
+	$(BIN)/catbot dev
 
 run: install
 	$(BIN)/catbot run

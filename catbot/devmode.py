@@ -1,7 +1,11 @@
 """`catbot dev`: the daemon behind an ngrok tunnel, registered as the app's webhook.
 
-    daemon (in-process) -> ngrok tunnel to its port -> ensure webhook + subscription -> logs
-    Ctrl-C / SIGTERM    -> delete the webhook it made -> close the tunnel -> stop -> exit 0
+    ngrok binary found? -> daemon (in-process) -> one signed call to X (credentials)
+    -> ngrok tunnel to the daemon's port -> ensure webhook + subscription -> readable logs
+    Ctrl-C / SIGTERM -> delete the webhook it made -> close the tunnel -> stop -> exit 0
+
+Each local precondition fails before the next, costlier step, with a message saying what to
+change. What dev mode did goes to stdout; the daemon's logs (text by default) to stderr.
 
 Crash safety: before registering, dev mode writes the tunnel URL (then the webhook id) to a
 small state file, `.catbot-dev.json` next to the SQLite database (or in the working

@@ -154,7 +154,13 @@ class Outbox:
         interval = self.settings.lease_seconds / 3
         while True:
             await asyncio.sleep(interval)
-            if not await self.store.extend(job, self.clock(), self.settings.lease_seconds):
+            try:
+                extended = await self.store.extend(job, self.clock(), self.settings.lease_seconds)
+            except Exception:
+                # The store hiccuped: try again next round, the lease has slack for that.
+                log.exception("lease_extend_failed", event_id=job.event.event_id)
+                continue
+            if not extended:
                 log.warning("lease_lost", event_id=job.event.event_id)
                 return
 
