@@ -195,9 +195,9 @@ class Daemon:
         if self.outbox is None or not self.outbox.running:
             return "outbox workers are not running"
         try:
-            await asyncio.wait_for(self.store.ping(), 2.0)
+            await asyncio.wait_for(self.store.check_writable(), 2.0)
         except Exception as exc:
-            return f"store unreachable: {type(exc).__name__}"
+            return f"store cannot take writes: {type(exc).__name__}: {exc}"[:200]
         return None
 
     def health_details(self) -> dict[str, object]:

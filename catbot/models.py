@@ -34,3 +34,16 @@ class DeadLetter:
     user_id: str
     reason: str
     failed_at: float
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    """A queued job as an operator sees it (no message text)."""
+
+    event_id: str
+    user_id: str
+    attempts: int
+    enqueued_at: float
+    available_at: float
+    claimed: bool
+    last_error: str | None

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from catbot.brain import UserState
-from catbot.models import DeadLetter, InboundDM, Job
+from catbot.models import DeadLetter, InboundDM, Job, PendingJob
 
 
 class StoreError(Exception):
@@ -28,6 +28,9 @@ class Store(Protocol):
 
     async def ping(self) -> None:
         """Raise when the store is unreachable."""
+
+    async def check_writable(self) -> None:
+        """Raise when the store cannot take writes (disk full, read-only, replica down)."""
 
     async def enqueue(self, events: Sequence[InboundDM], now: float) -> list[bool]:
         """Remember and queue each event; True for new ones, False for duplicates."""
@@ -54,7 +57,14 @@ class Store(Protocol):
     async def depth(self) -> int:
         """Jobs waiting or in progress."""
 
-    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]: ...
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The most recent dead letters, newest first."""
+
+    async def pending(self, limit: int = 100) -> list[PendingJob]:
+        """Queued jobs, oldest first."""
+
+    async def retry_dead_letters(self, event_ids: Sequence[str] | None, now: float) -> int:
+        """Queue dead-lettered events again (all when `event_ids` is None); returns how many."""
 
     async def prune(self, seen_before: float) -> int:
         """Forget event ids seen before `seen_before` (dedupe window housekeeping)."""

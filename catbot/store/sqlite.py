@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import secrets
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import IO, Any
 import aiosqlite
 
 from catbot.brain import UserState
-from catbot.models import DeadLetter, InboundDM, Job
+from catbot.models import DeadLetter, InboundDM, Job, PendingJob
 from catbot.store.base import StoreError
 
 _SCHEMA = """
@@ -50,6 +51,10 @@ CREATE TABLE IF NOT EXISTS users (
     day TEXT NOT NULL DEFAULT '',
     replies_today INTEGER NOT NULL DEFAULT 0,
     seen_facts TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -142,6 +147,15 @@ class SQLiteStore:
     async def ping(self) -> None:
         async with self.db.execute("SELECT 1") as cursor:
             await cursor.fetchone()
+
+    async def check_writable(self) -> None:
+        # A real committed write: a full disk or a read-only file fails here, not silently.
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES ('heartbeat', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(time.time()),),
+            )
 
     # Queue --------------------------------------------------------------------------------
 
@@ -243,6 +257,41 @@ class SQLiteStore:
         ) as cursor:
             rows = await cursor.fetchall()
         return [DeadLetter(str(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in rows]
+
+    async def pending(self, limit: int = 100) -> list[PendingJob]:
+        async with self.db.execute(
+            "SELECT event_id, user_id, attempts, enqueued_at, available_at,"
+            " claim_token IS NOT NULL, last_error FROM jobs ORDER BY id LIMIT ?",
+            (limit,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            PendingJob(str(r[0]), str(r[1]), int(r[2]), float(r[3]), float(r[4]), bool(r[5]),
+                       None if r[6] is None else str(r[6]))
+            for r in rows
+        ]
+
+    async def retry_dead_letters(self, event_ids: Sequence[str] | None, now: float) -> int:
+        where = ""
+        params: tuple[str, ...] = ()
+        if event_ids is not None:
+            where = f" WHERE event_id IN ({', '.join('?' * len(event_ids))})"
+            params = tuple(event_ids)
+            if not event_ids:
+                return 0
+        async with self._transaction() as db:
+            async with db.execute(
+                f"SELECT id, event_id, user_id, payload FROM dead_letters{where}", params
+            ) as cursor:
+                rows = list(await cursor.fetchall())
+            for dead_id, event_id, user_id, payload in rows:
+                await db.execute(
+                    "INSERT OR IGNORE INTO jobs (event_id, user_id, payload, enqueued_at,"
+                    " available_at) VALUES (?, ?, ?, ?, ?)",
+                    (event_id, user_id, payload, now, now),
+                )
+                await db.execute("DELETE FROM dead_letters WHERE id = ?", (dead_id,))
+        return len(rows)
 
     async def prune(self, seen_before: float) -> int:
         async with self._transaction() as db:
