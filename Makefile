@@ -8,6 +8,7 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo dev run emulator test lint format clean
+.PHONY: redis-server
 
 help:
 	@echo "make demo      the whole bot offline: X emulator + daemon + a scripted conversation"
@@ -41,7 +42,19 @@ lint: install
 	$(BIN)/ruff check catbot tests
 	$(BIN)/mypy --strict catbot
 
-test: lint
+# The Redis store's tests start their own redis-server (a real one, on a free loopback port).
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing redis-server (apt-get) for the Redis store tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is missing: sudo apt-get install redis-server" >&2; exit 1; \
+	  fi; }
+
+test: lint redis-server
 	$(BIN)/pytest
 
 format: install
@@ -50,3 +63,27 @@ format: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
+
+# --- Container image (see docs/deployment.md) --------------------------------------------
+.PHONY: wheels image image-test
+IMAGE ?= localhost/catbot:latest
+WHEEL_PLATFORMS := $(foreach p,manylinux_2_28 manylinux_2_17 manylinux2014,--platform $(p)_$(shell uname -m))
+
+# The wheelhouse the Dockerfile installs from offline: catbot's wheel plus every dependency,
+# pinned by constraints.txt, as binary wheels for the image's CPython 3.11 (whatever Python
+# runs make).
+wheels: install
+	rm -rf wheels
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir wheels .
+	$(BIN)/python -m pip download --quiet --only-binary=:all: --python-version 3.11 \
+	    --implementation cp $(WHEEL_PLATFORMS) -c constraints.txt --dest wheels wheels/catbot-*.whl \
+	    -r deploy/image/wheelhouse-extra.txt
+
+# Build offline with podman from the wheelhouse (deploy/image/podman.sh sets up podman here).
+image: wheels
+	deploy/image/podman.sh build --format docker --network none -t $(IMAGE) .
+
+# Build the image offline on a local base, run it read-only as non-root, check CRC, metrics,
+# a DM answered end to end and a clean SIGTERM stop. Also part of `make test`.
+image-test: install
+	$(BIN)/pytest -p no:cacheprovider tests/test_image.py

@@ -1,9 +1,10 @@
 """The daemon: wires settings into the store, the webhook, the outbox and the listeners.
 
-Start-up order: store (and hand back claims of a previous run) → HTTP session → listeners →
-workers. Shutdown (SIGTERM/SIGINT) runs it backwards: readiness turns false, the public
-listener stops taking events, workers finish or hand back their jobs within the grace period,
-then everything closes. Pending jobs simply stay in the store.
+Start-up order: store (a single-owner store, SQLite, also hands back the claims of a previous
+run; replicas sharing Redis never do) → HTTP session → listeners → workers. Shutdown
+(SIGTERM/SIGINT) runs it backwards: readiness turns false, the public listener stops taking
+events, workers finish or hand back their jobs within the grace period, then everything
+closes. Pending jobs simply stay in the store.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -24,7 +26,7 @@ from catbot.facts import CorpusSource, FactSource, RemoteSource
 from catbot.logs import get_logger
 from catbot.observability import Health, Metrics, internal_app
 from catbot.outbox import Outbox, OutboxSettings
-from catbot.ratelimit import RateGate, SendBudget
+from catbot.ratelimit import RateGate, SendBudget, SharedSendBudget
 from catbot.store import Store, create_store
 from catbot.webhook.routes import WebhookHandler, WebhookPolicy, add_routes
 from catbot.webhook.signature import SignatureVerifier
@@ -57,7 +59,9 @@ class Daemon:
         self.settings = settings
         self.credentials = credentials_from(settings)
         self.metrics = metrics or Metrics()
-        self.store: Store = create_store(settings.store_url)
+        self.store: Store = create_store(
+            settings.store_url, dedupe_seconds=dedupe_window(settings)
+        )
         self.stopping = False
         self.outbox: Outbox | None = None
         self.handler: WebhookHandler | None = None
@@ -77,9 +81,12 @@ class Daemon:
         async with AsyncExitStack() as stack:
             await self.store.open()
             stack.push_async_callback(self.store.close)
-            handed_back = await self.store.release_all_claims()
-            if handed_back:
-                log.info("claims_handed_back", jobs=handed_back)
+            if self.store.single_owner:
+                # Only the owner of all the data may hand back every claim; replicas sharing
+                # a store (Redis) wait for the leases instead.
+                handed_back = await self.store.release_all_claims()
+                if handed_back:
+                    log.info("claims_handed_back", jobs=handed_back)
 
             session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=s.send_timeout_seconds)
@@ -102,9 +109,10 @@ class Daemon:
                     retry_initial_seconds=s.retry_initial_seconds,
                     retry_max_seconds=s.retry_max_seconds,
                     rate_limit_default_wait_seconds=s.rate_limit_default_wait_seconds,
+                    store_timeout_seconds=s.store_timeout_seconds,
                 ),
                 gate=RateGate(),
-                budget=SendBudget({900.0: s.dm_budget_15min, 86400.0: s.dm_budget_24h}),
+                budget=self._budget(),
             )
             self.handler = handler = WebhookHandler(
                 WebhookPolicy(
@@ -112,6 +120,8 @@ class Daemon:
                     bot_user_id=s.bot_user_id,
                     max_event_age_seconds=s.max_event_age_seconds,
                     max_body_bytes=s.max_body_bytes,
+                    store_timeout_seconds=s.store_timeout_seconds,
+                    body_timeout_seconds=s.body_timeout_seconds,
                 ),
                 SignatureVerifier(s.signing_secrets()),
                 self.store,
@@ -128,7 +138,8 @@ class Daemon:
 
             public_app = web.Application(client_max_size=s.max_body_bytes)
             add_routes(public_app, s.webhook_path, handler)
-            public = await self._serve(public_app, s.host, s.port, access_log=True)
+            public = await self._serve(public_app, s.host, s.port, access_log=True,
+                                       keepalive_timeout=s.idle_timeout_seconds)
             stack.push_async_callback(self._stop_public, public)
 
             outbox.start()
@@ -168,12 +179,12 @@ class Daemon:
         )
 
     @staticmethod
-    async def _serve(app: web.Application, host: str, port: int, access_log: bool
-                     ) -> web.AppRunner:
-        if access_log:
-            runner = web.AppRunner(app, handle_signals=False)
-        else:
-            runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    async def _serve(app: web.Application, host: str, port: int, access_log: bool,
+                     keepalive_timeout: float = 75.0) -> web.AppRunner:
+        options: dict[str, Any] = {"keepalive_timeout": keepalive_timeout}
+        if not access_log:
+            options["access_log"] = None
+        runner = web.AppRunner(app, handle_signals=False, **options)
         await runner.setup()
         site = web.TCPSite(runner, host, port, shutdown_timeout=5.0)
         await site.start()
@@ -195,7 +206,9 @@ class Daemon:
         if self.outbox is None or not self.outbox.running:
             return "outbox workers are not running"
         try:
-            await asyncio.wait_for(self.store.check_writable(), 2.0)
+            await asyncio.wait_for(
+                self.store.check_writable(), min(2.0, self.settings.store_timeout_seconds)
+            )
         except Exception as exc:
             return f"store cannot take writes: {type(exc).__name__}: {exc}"[:200]
         return None
@@ -221,9 +234,17 @@ class Daemon:
     async def _update_depth(self) -> None:
         self.metrics.outbox_depth.set(await self.store.depth())
 
+    def _budget(self) -> SendBudget:
+        """Our DM budget: in-process for one daemon, in Redis when replicas share a store."""
+        windows = {900.0: self.settings.dm_budget_15min, 86400.0: self.settings.dm_budget_24h}
+        from catbot.store.redis import RedisStore
+
+        if isinstance(self.store, RedisStore):
+            return SharedSendBudget(windows, self.store.take_send_slot)
+        return SendBudget(windows)
+
     async def _prune(self) -> None:
-        retention = max(2 * self.settings.max_event_age_seconds, 86400.0)
-        await self.store.prune(time.time() - retention)
+        await self.store.prune(time.time() - dedupe_window(self.settings))
 
     @staticmethod
     async def _every(interval: float, action: Callable[[], Awaitable[None]]) -> None:
@@ -233,6 +254,11 @@ class Daemon:
             except Exception:
                 log.exception("housekeeping_failed")
             await asyncio.sleep(interval)
+
+
+def dedupe_window(settings: Settings) -> float:
+    """How long event ids are remembered: well past the oldest event still answered."""
+    return max(2 * settings.max_event_age_seconds, 86400.0)
 
 
 def _iso(timestamp: float) -> str:

@@ -80,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
         "and a CRC through the public URL. Exit 1 when anything fails.",
     )
     doctor.configure_parser(doctor_parser)
+
+    from catbot import outbox_admin
+
+    outbox = commands.add_parser(
+        "outbox", help="list queued and dead-lettered replies, retry dead letters",
+        description="Inspect the outbox beside a running daemon, and queue dead-lettered "
+        "replies again.",
+    )
+    outbox_admin.configure_parser(outbox)
     return parser
 
 
@@ -100,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "webhooks": _webhooks,
         "subscriptions": _subscriptions,
         "doctor": _doctor,
+        "outbox": _outbox,
     }[args.command]
     try:
         return command(args)
@@ -158,6 +168,12 @@ def _subscriptions(args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     from catbot.doctor import run_from_args
+
+    return run_from_args(args)
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    from catbot.outbox_admin import run_from_args
 
     return run_from_args(args)
 

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     metrics_host: str = "0.0.0.0"
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    body_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A connection that has not sent a whole request for this long is closed: silent
+    # connections and trickled headers (slow-loris) cannot pile up.
+    idle_timeout_seconds: float = Field(default=15.0, gt=0)
 
     # Storage and workers.
     store_url: str = "sqlite:///./catbot.db"
@@ -73,6 +77,8 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=30.0, gt=0)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     max_event_age_seconds: float = Field(default=3600.0, gt=0)
+    # A store that hangs must not hang X's request: past this the webhook answers 503.
+    store_timeout_seconds: float = Field(default=5.0, gt=0)
 
     # Sending to X.
     send_timeout_seconds: float = Field(default=10.0, gt=0)

@@ -92,9 +92,12 @@ class Metrics:
         self.ready = Gauge("catbot_ready", "1 when the daemon reports ready", registry=r)
         self.webhook_valid = Gauge(
             "catbot_webhook_valid",
-            "1 when X last reported the webhook at CATBOT_PUBLIC_URL valid, 0 when not",
+            "1 when X last reported the webhook at CATBOT_PUBLIC_URL valid, 0 when not; "
+            "NaN while unknown or not watched",
             registry=r,
         )
+        # Unknown is not invalid: an alert on `== 0` must not fire before anyone looked.
+        self.webhook_valid.set(float("nan"))
 
 
 @dataclass

@@ -50,6 +50,7 @@ class OutboxSettings:
     retry_max_seconds: float = 30.0
     rate_limit_default_wait_seconds: float = 60.0
     idle_poll_seconds: float = 1.0
+    store_timeout_seconds: float = 5.0
     # A job whose retries ran out waits this long (times 2**attempts, capped) before its next try.
     requeue_base_seconds: float = 5.0
     requeue_max_seconds: float = 300.0
@@ -117,7 +118,12 @@ class Outbox:
         while not self._stopping.is_set():
             wakeup.clear()
             try:
-                job = await self.store.claim(self.clock(), self.settings.lease_seconds)
+                # Bounded: a hung store must not freeze the worker (a claim that lands late
+                # is only a lease, which expires).
+                job = await asyncio.wait_for(
+                    self.store.claim(self.clock(), self.settings.lease_seconds),
+                    self.settings.store_timeout_seconds,
+                )
             except Exception:
                 log.exception("claim_failed", worker=index)
                 job = None

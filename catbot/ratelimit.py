@@ -5,7 +5,9 @@ reopens, one request probes; the others follow only once the probe passed, so a 
 limit costs one request, not one per worker.
 
 `SendBudget`: our own sliding-window budgets (per 15 min and per 24 h), so the bot does not
-send faster than the documented limits even before X answers 429.
+send faster than the documented limits even before X answers 429. `SharedSendBudget`: the
+same budgets kept in a store that every replica shares (Redis), since X counts the bot
+account's DMs, not one process's.
 """
 
 from __future__ import annotations
@@ -105,3 +107,31 @@ class SendBudget:
                 # Room opens when the oldest send still counted leaves the window.
                 delay = max(delay, in_window[-allowed] + window - now)
         return delay
+
+
+class SharedSendBudget(SendBudget):
+    """The budget counted in a shared store (every replica's sends together).
+
+    `take_slot(windows)` atomically takes one send when every window has room and returns
+    0.0, else returns the seconds until room may open (taking nothing). Another replica may
+    take that room first, so the wait is retried; naps are capped to notice that quickly.
+    A store error propagates: the job is not sent, and its lease brings it back.
+    """
+
+    def __init__(
+        self,
+        windows: dict[float, int],
+        take_slot: Callable[[dict[float, int]], Awaitable[float]],
+        clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+        max_nap: float = 5.0,
+    ) -> None:
+        super().__init__(windows, clock, sleep)
+        self._take_slot = take_slot
+        self._max_nap = max_nap
+
+    async def reserve(self) -> float:
+        started = self._clock()
+        while (delay := await self._take_slot(self._windows)) > 0:
+            await self._sleep(min(delay, self._max_nap))
+        return self._clock() - started

@@ -207,6 +207,10 @@ class Daemon(Process):
         wait_for(lambda: self.alive and http("GET", self.internal + "/readyz")[0] == 200,
                  what="the daemon to be ready")
 
+    def start_process_only(self) -> None:
+        """Start without waiting for readiness (for start-up failures)."""
+        super().start()
+
     def metrics(self) -> dict[str, float]:
         status, text, _ = http("GET", self.internal + "/metrics")
         assert status == 200

@@ -402,6 +402,11 @@ def test_only_records_of_runs_that_are_gone_count_as_stale(tmp_path: Path) -> No
         [sys.executable, "-c", "import time; time.sleep(30)", "catbot", "dev"]
     )
     try:
+        # Right after fork the child's command line is still ours: wait for the exec.
+        wait_for(lambda: b"sleep" in Path(f"/proc/{other.pid}/cmdline").read_bytes(),
+                 what="sleep to start")
+        wait_for(lambda: b"catbot" in Path(f"/proc/{looks_like_dev.pid}/cmdline").read_bytes(),
+                 what="the look-alike to start")
         assert not _pid_alive(other.pid)
         assert _pid_alive(looks_like_dev.pid)
     finally:

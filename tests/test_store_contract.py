@@ -1,15 +1,21 @@
-"""The `Store` contract, run against every implementation.
+"""The `Store` contract, run against every implementation: SQLite and Redis.
 
 Add an implementation by adding a parameter to the `backend` fixture: a factory that makes a
 new, unopened store on the same underlying data (so close/reopen can be tested). Tests that
-only make sense for one implementation are at the end, marked by name.
+only make sense for one implementation are at the end, marked by name. Where the two differ
+by design, one test checks each side of the difference, chosen by `store.single_owner`
+(one owning process, SQLite) or by how event ids are forgotten (`prune` vs expiry).
+
+The Redis runs use a real `redis-server` started by this module on a free loopback port
+(tests/redis_server.py); each test gets its own key prefix.
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,7 +26,10 @@ from hypothesis import strategies as st
 from catbot.brain import UserState
 from catbot.models import DeadLetter, InboundDM, Job
 from catbot.store import Store, StoreError, create_store
+from catbot.store.redis import RedisStore
 from catbot.store.sqlite import SQLiteStore
+from tests.harness import free_port
+from tests.redis_server import RedisServer
 
 T0 = 1_750_000_000.0
 LEASE = 30.0
@@ -30,13 +39,26 @@ LEASE = 30.0
 class Backend:
     name: str
     new_store: Callable[[], Store]
+    # Event ids are forgotten by `prune` (SQLite) or expire by themselves (Redis).
+    prune_forgets: bool
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         path = tmp_path / "data" / "catbot.db"
-        return Backend("sqlite", lambda: SQLiteStore(path))
+        return Backend("sqlite", lambda: SQLiteStore(path), prune_forgets=True)
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        url = server.url_with_prefix()
+        return Backend("redis", lambda: RedisStore(url), prune_forgets=False)
     raise AssertionError(request.param)  # pragma: no cover
 
 
@@ -435,6 +457,13 @@ async def test_release_all_claims_hands_back_claimed_jobs(store: Store) -> None:
     await store.enqueue([dm(user="1"), dm(user="2"), dm(user="3")], T0)
     j1 = await claim_ok(store, T0, lease=3600)
     j2 = await claim_ok(store, T0, lease=3600)
+    if not store.single_owner:
+        # Shared by replicas: the claims may be another replica's, they stay where they are.
+        assert await store.release_all_claims() == 0
+        j3 = await claim_ok(store, T0 + 1)
+        assert await store.claim(T0 + 1, LEASE) is None
+        assert all([await store.complete(j, None) for j in (j1, j2, j3)])
+        return
     assert await store.release_all_claims() == 2
     # Claimable at once, long before the lease would have expired.
     again = {(await claim_ok(store, T0 + 1)).job_id for _ in range(3)}
@@ -469,14 +498,62 @@ async def test_ping(store: Store) -> None:
     await store.ping()
 
 
+async def test_check_writable(store: Store) -> None:
+    await store.check_writable()
+
+
+async def test_pending_lists_queued_jobs_oldest_first(store: Store) -> None:
+    assert await store.pending() == []
+    a, b, c = dm(user="1", event_id="pa"), dm(user="2", event_id="pb"), dm(user="1",
+                                                                        event_id="pc")
+    await store.enqueue([a, b], T0)
+    await store.enqueue([c], T0 + 1)
+    job = await claim_ok(store, T0)
+    assert job.event == a
+    other = await claim_ok(store, T0)
+    assert await store.release(other, T0 + 50, "HTTP 503")
+    rows = await store.pending()
+    assert [(r.event_id, r.user_id) for r in rows] == [("pa", "1"), ("pb", "2"), ("pc", "1")]
+    assert [r.claimed for r in rows] == [True, False, False]
+    assert [r.attempts for r in rows] == [1, 1, 0]
+    assert [r.enqueued_at for r in rows] == [T0, T0, T0 + 1]
+    assert rows[1].available_at == T0 + 50 and rows[1].last_error == "HTTP 503"
+    assert rows[2].available_at == T0 + 1 and rows[2].last_error is None
+    assert [r.event_id for r in await store.pending(limit=2)] == ["pa", "pb"]
+    assert await store.pending(limit=0) == []
+
+
+async def test_retry_dead_letters_queues_them_again(store: Store) -> None:
+    events = [dm(user=str(500 + i), event_id=f"rd-{i}") for i in range(3)]
+    await store.enqueue(events, T0)
+    for _ in events:
+        assert await store.dead_letter(await claim_ok(store), "403", T0, None)
+    assert await store.retry_dead_letters([], T0) == 0
+    assert await store.retry_dead_letters(["rd-1", "unknown"], T0 + 1) == 1
+    assert [d.event_id for d in await store.dead_letters()] == ["rd-2", "rd-0"]
+    job = await claim_ok(store, T0 + 1)
+    assert job.event == events[1] and job.attempts == 1
+    assert await store.complete(job, None)
+    assert await store.retry_dead_letters(None, T0 + 2) == 2
+    assert await store.dead_letters() == []
+    assert sorted(j.event.event_id for j in await drain(store, T0 + 2)) == ["rd-0", "rd-2"]
+    # Still deduped afterwards.
+    assert await store.enqueue(events, T0 + 3) == [False] * 3
+
+
 # Prune --------------------------------------------------------------------------------------
 
 
-async def test_prune_forgets_old_event_ids(store: Store) -> None:
+async def test_prune_forgets_old_event_ids(store: Store, backend: Backend) -> None:
     old, recent = dm(event_id="old"), dm(event_id="recent")
     await store.enqueue([old], T0)
     await store.enqueue([recent], T0 + 100)
     await drain(store, T0 + 100)
+    if not backend.prune_forgets:
+        # Event ids expire by themselves (see the Redis tests below); prune forgets nothing.
+        assert await store.prune(T0 + 50) == 0
+        assert await store.enqueue([old, recent], T0 + 200) == [False, False]
+        return
     assert await store.prune(T0 + 50) == 1
     assert await store.enqueue([old, recent], T0 + 200) == [True, False]
     assert [j.event for j in await drain(store, T0 + 200)] == [old]
@@ -532,9 +609,16 @@ async def test_data_survives_close_and_reopen(backend: Backend) -> None:
         assert await second.get_user("3") == state
         assert [d.event_id for d in await second.dead_letters()] == ["d-4"]
         assert await second.enqueue([waiting, claimed, done, dead], T0 + 1) == [False] * 4
-        # The job claimed by the previous run is handed back on request.
-        assert await second.release_all_claims() == 1
-        remaining = await drain(second, T0 + 1)
+        if second.single_owner:
+            # The job claimed by the previous run is handed back on request.
+            assert await second.release_all_claims() == 1
+            remaining = await drain(second, T0 + 1)
+        else:
+            # Never handed back by a replica; it returns when the old lease runs out.
+            assert await second.release_all_claims() == 0
+            first_round = await drain(second, T0 + 1)
+            assert [j.event.event_id for j in first_round] == ["d-1"]
+            remaining = first_round + await drain(second, T0 + 3601)
         assert sorted(j.event.event_id for j in remaining) == ["d-1", "d-2"]
     finally:
         await second.close()
@@ -548,36 +632,47 @@ batches = st.lists(
 )
 
 
+async def _dedupe_and_order_scenario(
+    store: Store, batches: list[list[tuple[int, int]]]
+) -> None:
+    await store.open()
+    try:
+        seen: set[str] = set()
+        queued: list[InboundDM] = []
+        for n, batch in enumerate(batches):
+            events = [dm(user=str(u), event_id=f"p{e}") for e, u in batch]
+            expected = []
+            for event in events:
+                expected.append(event.event_id not in seen)
+                if event.event_id not in seen:
+                    queued.append(event)
+                seen.add(event.event_id)
+            assert await store.enqueue(events, T0 + n) == expected
+        assert await store.depth() == len(queued)
+        order = [j.event for j in await drain(store, T0 + 100)]
+        assert sorted(e.event_id for e in order) == sorted(e.event_id for e in queued)
+        for user in {e.sender_id for e in queued}:
+            assert [e for e in order if e.sender_id == user] == [
+                e for e in queued if e.sender_id == user
+            ]
+    finally:
+        await store.close()
+
+
 @given(batches=batches)
 @settings(max_examples=25, deadline=None)
 def test_sqlite_dedupe_and_per_user_order_property(batches: list[list[tuple[int, int]]]) -> None:
-    async def scenario(path: Path) -> None:
-        store = SQLiteStore(path)
-        await store.open()
-        try:
-            seen: set[str] = set()
-            queued: list[InboundDM] = []
-            for n, batch in enumerate(batches):
-                events = [dm(user=str(u), event_id=f"p{e}") for e, u in batch]
-                expected = []
-                for event in events:
-                    expected.append(event.event_id not in seen)
-                    if event.event_id not in seen:
-                        queued.append(event)
-                    seen.add(event.event_id)
-                assert await store.enqueue(events, T0 + n) == expected
-            assert await store.depth() == len(queued)
-            order = [j.event for j in await drain(store, T0 + 100)]
-            assert sorted(e.event_id for e in order) == sorted(e.event_id for e in queued)
-            for user in {e.sender_id for e in queued}:
-                assert [e for e in order if e.sender_id == user] == [
-                    e for e in queued if e.sender_id == user
-                ]
-        finally:
-            await store.close()
-
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(scenario(Path(tmp) / "prop.db"))
+        asyncio.run(_dedupe_and_order_scenario(SQLiteStore(Path(tmp) / "prop.db"), batches))
+
+
+@given(batches=batches)
+@settings(max_examples=25, deadline=None)
+def test_redis_dedupe_and_per_user_order_property(
+    redis_server: RedisServer, batches: list[list[tuple[int, int]]]
+) -> None:
+    store = RedisStore(redis_server.url_with_prefix())
+    asyncio.run(_dedupe_and_order_scenario(store, batches))
 
 
 # SQLite only ----------------------------------------------------------------------------------
@@ -637,3 +732,257 @@ def test_create_store_by_url(tmp_path: Path) -> None:
     assert store.path == tmp_path / "u.db"
     with pytest.raises(StoreError):
         create_store("mysql://localhost/catbot")
+
+
+# Redis only -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def redis_pair(redis_server: RedisServer) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
+    """Two replicas' stores on the same data."""
+    url = redis_server.url_with_prefix()
+    a, b = RedisStore(url), RedisStore(url)
+    await a.open()
+    await b.open()
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+def _pending_owners(server: RedisServer, store: RedisStore) -> list[str]:
+    client = server.client()
+    try:
+        rows = client.xpending_range(store.stream, "workers", "-", "+", 100)
+        return [str(row["consumer"]) for row in rows]
+    finally:
+        client.close()
+
+
+async def test_redis_replicas_never_claim_a_job_twice(
+    redis_pair: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = redis_pair
+    events = [dm(user=str(600 + i % 20), event_id=f"rr-{i}") for i in range(60)]
+    await asyncio.gather(a.enqueue(events[:30], T0), b.enqueue(events[30:], T0))
+    answered: list[InboundDM] = []
+
+    async def worker(store: RedisStore) -> None:
+        while True:
+            job = await store.claim(T0, LEASE)
+            if job is None:
+                if await store.depth() == 0:
+                    return
+                await asyncio.sleep(0.001)
+                continue
+            answered.append(job.event)
+            await asyncio.sleep(0)
+            assert await store.complete(job, None)
+
+    await asyncio.wait_for(asyncio.gather(*(worker(s) for s in (a, b, a, b, a, b))), 20)
+    assert sorted(e.event_id for e in answered) == sorted(e.event_id for e in events)
+    for user in {e.sender_id for e in events}:
+        assert [e for e in answered if e.sender_id == user] == [
+            e for e in events if e.sender_id == user
+        ]
+
+
+async def test_redis_same_event_at_two_replicas_is_queued_once(
+    redis_pair: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = redis_pair
+    event = dm(event_id="twice")
+    flags = await asyncio.gather(*(s.enqueue([event], T0) for s in (a, b) * 10))
+    assert sorted(f for [f] in flags) == [False] * 19 + [True]
+    assert await a.depth() == 1
+
+
+async def test_redis_dead_replicas_claims_are_taken_over_after_the_lease(
+    redis_server: RedisServer, redis_pair: tuple[RedisStore, RedisStore],
+) -> None:
+    dead, alive = redis_pair
+    await dead.enqueue([dm(user="1", event_id="t1"), dm(user="1", event_id="t2")], T0)
+    held = await claim_ok(dead, T0, lease=10)
+    assert _pending_owners(redis_server, dead) == [dead.consumer]
+    # Within the lease the other replica gets nothing: not the job, not the user's next one.
+    assert await alive.claim(T0 + 9.9, LEASE) is None
+    taken = await claim_ok(alive, T0 + 10.5)
+    assert taken.job_id == held.job_id and taken.attempts == 2
+    assert _pending_owners(redis_server, dead) == [alive.consumer]
+    assert not await dead.complete(held, UserState("1", opted_out=True))
+    assert not await dead.extend(held, T0 + 11, LEASE)
+    assert await alive.complete(taken, None)
+    assert await alive.get_user("1") == UserState("1")
+    assert (await claim_ok(dead, T0 + 11)).event.event_id == "t2"
+
+
+async def test_redis_leaves_no_queue_keys_behind(
+    redis_server: RedisServer, redis_pair: tuple[RedisStore, RedisStore],
+) -> None:
+    a, _ = redis_pair
+    await a.enqueue([dm(user=str(u % 3), event_id=f"k{u}") for u in range(9)], T0)
+    job = await claim_ok(a)
+    assert await a.release(job, T0 + 5, "later")
+    await drain(a, T0 + 5)
+    job = await claim_ok(a, T0 + 5) if await a.depth() else None
+    assert job is None
+    client = redis_server.client()
+    try:
+        keys = {k.removeprefix(a.prefix) for k in client.keys(a.prefix + "*")}
+        assert {k for k in keys if not k.startswith("seen:")} == {"turns", "next_id"}
+        assert client.xlen(a.stream) == 0
+        assert all(client.pttl(a.prefix + k) > 0 for k in keys if k.startswith("seen:"))
+    finally:
+        client.close()
+
+
+async def test_redis_event_ids_expire_after_the_dedupe_window(
+    redis_server: RedisServer,
+) -> None:
+    store = RedisStore(redis_server.url_with_prefix(), dedupe_seconds=0.3)
+    await store.open()
+    try:
+        done = dm(user="1", event_id="gone")
+        await store.enqueue([done], T0)
+        await drain(store, T0)
+        assert await store.enqueue([done], T0) == [False]
+        await asyncio.sleep(0.4)
+        # Answered and past the window: forgotten, like SQLite's prune does.
+        assert await store.enqueue([done], T0 + 1) == [True]
+        # An event whose job is still queued stays deduped after its window expired.
+        assert await store.enqueue([dm(user="3", event_id="slow")], T0 + 1) == [True]
+        job = await claim_ok(store, T0 + 1)
+        assert await store.release(job, T0 + 7200, "rate limited")
+        await asyncio.sleep(0.4)
+        assert await store.enqueue([dm(user="3", event_id="slow")], T0 + 2) == [False]
+        assert await store.depth() == 2
+    finally:
+        await store.close()
+
+
+async def test_redis_lost_consumer_group_is_created_again(redis_server: RedisServer) -> None:
+    """A Redis restarted without its data (no AOF): the daemon keeps working."""
+    store = RedisStore(redis_server.url_with_prefix())
+    await store.open()
+    try:
+        client = redis_server.client()
+        client.delete(store.stream)
+        client.close()
+        assert await store.claim(T0, LEASE) is None
+        await store.enqueue([dm(event_id="after-loss")], T0)
+        assert (await claim_ok(store)).event.event_id == "after-loss"
+    finally:
+        await store.close()
+
+
+async def test_redis_out_of_memory_refuses_writes_whole(
+    redis_server: RedisServer, redis_pair: tuple[RedisStore, RedisStore],
+) -> None:
+    a, _ = redis_pair
+    await a.enqueue([dm(event_id="before-oom")], T0)
+    client = redis_server.client()
+    try:
+        client.config_set("maxmemory", "1")
+        with pytest.raises(StoreError):
+            await a.check_writable()
+        with pytest.raises(StoreError, match="maxmemory"):
+            await a.enqueue([dm(user="2", event_id="during-oom"), dm(user="3")], T0)
+        # Reads still work; nothing of the refused batch was written.
+        assert await a.depth() == 1
+    finally:
+        client.config_set("maxmemory", "0")
+        client.close()
+    await a.check_writable()
+    assert await a.enqueue([dm(user="2", event_id="during-oom")], T0) == [True]
+
+
+async def test_redis_global_send_budget_is_shared(
+    redis_pair: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = redis_pair
+    windows = {0.6: 3, 30.0: 5}
+    assert [await s.take_send_slot(windows) for s in (a, b, a)] == [0.0, 0.0, 0.0]
+    wait = await b.take_send_slot(windows)
+    assert 0.3 < wait <= 0.6
+    await asyncio.sleep(wait + 0.05)
+    assert await b.take_send_slot(windows) == 0.0
+    assert await a.take_send_slot(windows) == 0.0
+    # The 30 s window is full now (5 sends), whatever the short one says.
+    await asyncio.sleep(0.65)
+    assert 25 < await a.take_send_slot(windows) <= 30
+
+
+async def test_redis_url_options_and_ownership(redis_server: RedisServer, tmp_path: Path) -> None:
+    store = create_store(f"{redis_server.url}?prefix=opts&socket_timeout=1.5")
+    assert isinstance(store, RedisStore)
+    assert store.prefix == "opts:" and "prefix" not in store.url
+    assert store.single_owner is False
+    assert create_store(f"sqlite:///{tmp_path / 'o.db'}").single_owner is True
+    await store.open()
+    try:
+        assert await store.release_all_claims() == 0
+        await store.ping()
+    finally:
+        await store.close()
+
+
+async def test_redis_unreachable_fails_fast_with_store_error() -> None:
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0")
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="cannot open Redis store"):
+        await store.open()
+    assert time.monotonic() - started < 5
+    with pytest.raises(StoreError):
+        await store.depth()
+
+
+async def test_redis_prune_forgets_finished_consumers_only(
+    redis_server: RedisServer, redis_pair: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = redis_pair
+    c = RedisStore(f"{redis_server.url}?prefix={a.prefix.rstrip(':')}")
+    assert c.prefix == a.prefix
+    await c.open()
+    try:
+        await a.enqueue([dm(user="1"), dm(user="2")], T0)
+        assert await a.complete(await claim_ok(a), None)  # a: a consumer holding nothing
+        held = await claim_ok(c)  # c: a consumer holding a claim
+        await asyncio.sleep(0.05)
+        b.forget_consumers_idle_ms = 10
+        assert await b.prune(T0) == 0
+        client = redis_server.client()
+        try:
+            names = {str(x["name"]) for x in client.xinfo_consumers(a.stream, "workers")}
+        finally:
+            client.close()
+        assert names == {c.consumer}
+        assert await c.complete(held, None)
+    finally:
+        await c.close()
+
+
+async def test_shared_send_budget_waits_for_room_in_redis(
+    redis_pair: tuple[RedisStore, RedisStore],
+) -> None:
+    from catbot.ratelimit import SharedSendBudget
+
+    a, b = redis_pair
+    windows = {0.5: 2}
+    budgets = [SharedSendBudget(windows, a.take_send_slot),
+               SharedSendBudget(windows, b.take_send_slot)]
+    started = time.monotonic()
+    waits = [await budgets[i % 2].reserve() for i in range(3)]
+    assert waits[0] < 0.1 and waits[1] < 0.1
+    assert 0.3 < waits[2] < 1.0
+    assert time.monotonic() - started < 1.0
+
+
+def test_a_missing_redis_server_fails_loudly_never_skips(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tests.redis_server as helper
+
+    monkeypatch.setattr(helper.shutil, "which", lambda name: None)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(helper.os, "geteuid", lambda: 1000)
+    with pytest.raises(pytest.fail.Exception, match="redis-server is not installed"):
+        helper.redis_server_binary()

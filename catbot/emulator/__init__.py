@@ -7,6 +7,10 @@ webhooks and Account Activity subscriptions (`management_v2`), X Activity API su
 tier limits to all of them, to the start-up `--webhook-url` and to the control API; deliveries
 follow the subscriptions it holds, and `recheck` re-runs the CRC periodically.
 
+Every outgoing delivery passes through `pipeline` (spreading over several webhooks, injected
+duplicates and reordering, X-style redelivery); every X request through `traffic` (injected
+latency, dropped connections, the request log). `faults` parses what `control` injects.
+
 It imports nothing from the daemon except `catbot.signing`, so that the daemon is tested
 against an independent peer rather than against its own assumptions.
 """

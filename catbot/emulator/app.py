@@ -26,9 +26,12 @@ from catbot.emulator import (
 )
 from catbot.emulator.config import EmulatorConfig
 from catbot.emulator.delivery import Deliverer
+from catbot.emulator.pipeline import DeliveryPipeline
 from catbot.emulator.recheck import recheck_forever
-from catbot.emulator.runtime import RUNTIME, BackgroundTasks, Runtime
+from catbot.emulator.runtime import RUNTIME, Runtime
 from catbot.emulator.state import EmulatorState
+from catbot.emulator.tasks import BackgroundTasks
+from catbot.emulator.traffic import traffic
 from catbot.emulator.webhooks import add_startup_webhook
 
 log = logging.getLogger("catbot.emulator")
@@ -92,15 +95,20 @@ def build_app(config: EmulatorConfig) -> web.Application:
         dm_rate_window=config.dm_rate_window,
     )
     state.ensure_user(config.bot_user_id, config.bot_name).screen_name = config.bot_screen_name
+    state.spreading.mode = config.delivery_mode
+    state.spreading.duplicate_every = config.duplicate_every
     deliverer = Deliverer(
         state,
         config.consumer_secret,
         crc_timeout=config.crc_timeout,
         delivery_timeout=config.delivery_timeout,
     )
-    runtime = Runtime(config, state, deliverer, BackgroundTasks())
+    tasks = BackgroundTasks()
+    pipeline = DeliveryPipeline(state, deliverer, tasks, config.redelivery_delays)
+    runtime = Runtime(config, state, deliverer, tasks, pipeline)
     app = web.Application(
-        middlewares=[json_errors, api_common.refusals, control.control_errors],
+        # `traffic` outermost: it logs the status the client finally gets.
+        middlewares=[traffic, json_errors, api_common.refusals, control.control_errors],
         client_max_size=_MAX_REQUEST_BYTES,
     )
     app[RUNTIME] = runtime

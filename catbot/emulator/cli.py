@@ -17,6 +17,7 @@ from catbot.emulator.config import (
     DEFAULT_BOT_USER_ID,
     DEFAULT_HOST,
     DEFAULT_PORT,
+    DELIVERY_MODES,
     ConfigError,
     EmulatorConfig,
     config_from_env,
@@ -67,6 +68,31 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="re-check every valid webhook's CRC this often; a failure invalidates it until "
         "a PUT revalidates it (default 3600)",
+    )
+    parser.add_argument(
+        "--delivery-mode",
+        choices=DELIVERY_MODES,
+        help="all: each event to every valid subscribed webhook (X's behaviour); round_robin: "
+        "each delivery to one of them in turn, like a load balancer in front of replicas "
+        "(several --webhook-url then count as one webhook for the tier limits) (default all)",
+    )
+    parser.add_argument(
+        "--duplicate-every",
+        type=int,
+        metavar="N",
+        help="round_robin: every Nth delivery also goes to the next webhook (default 0, never)",
+    )
+    parser.add_argument(
+        "--delivery-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="a delivery not answered within this long failed, and may be redelivered (default 10)",
+    )
+    parser.add_argument(
+        "--redelivery-delays",
+        metavar="S1,S2,...",
+        help="redeliver a failed delivery (timeout, no answer, non-2xx) after each of these "
+        "delays, as X does on paid tiers, e.g. 0.2,0.5,1 (default: no redelivery)",
     )
     parser.add_argument(
         "--max-webhooks",
@@ -129,6 +155,10 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         max_webhooks=getattr(args, "max_webhooks", None),
         max_subscriptions=getattr(args, "max_subscriptions", None),
         env_names=getattr(args, "env_names", None),
+        delivery_mode=getattr(args, "delivery_mode", None),
+        duplicate_every=getattr(args, "duplicate_every", None),
+        delivery_timeout=getattr(args, "delivery_timeout", None),
+        redelivery_delays=getattr(args, "redelivery_delays", None),
     )
 
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
+from catbot.emulator.state import DELIVERY_MODES, DeliveryMode
+
+__all__ = ["DELIVERY_MODES", "ConfigError", "DeliveryMode", "EmulatorConfig", "config_from_env"]
 from catbot.emulator.urls import webhook_url_problem
 
 ApiFlavour = Literal["v2", "activity", "v1.1"]
@@ -76,7 +79,13 @@ class EmulatorConfig:
     crc_retry_total: float = 60.0
     # X re-checks registered webhooks periodically (hourly for v2); a failure invalidates.
     crc_interval: float = 3600.0
+    # A delivery without an answer within this long failed (X gives up on it and may retry).
     delivery_timeout: float = 10.0
+    # X retries failed deliveries on paid tiers; empty: no redelivery (the free tiers).
+    redelivery_delays: tuple[float, ...] = ()
+    # "round_robin": each delivery to one webhook in turn (a load balancer before replicas).
+    delivery_mode: DeliveryMode = "all"
+    duplicate_every: int = 0
 
     # Tier limits (pay-per-use: 1 webhook, 3 subscriptions). Webhooks count per app across
     # every flavour's registration route; subscriptions count per kind (Account Activity
@@ -131,6 +140,18 @@ class EmulatorConfig:
                 yield f"{name.replace('_', ' ')} must be a positive number of seconds"
         if not (math.isfinite(self.crc_retry_total) and self.crc_retry_total >= 0):
             yield "crc retry total must be zero or more seconds"
+        yield from self._delivery_problems()
+
+    def _delivery_problems(self) -> Iterable[str]:
+        if self.delivery_mode not in DELIVERY_MODES:
+            yield f"delivery mode must be one of {', '.join(DELIVERY_MODES)}"
+        if type(self.duplicate_every) is not int or self.duplicate_every < 0:
+            yield "duplicate every must be a whole number, 0 for never"
+        if len(self.redelivery_delays) > 10 or not all(
+            isinstance(d, int | float) and math.isfinite(d) and 0 <= d <= 3600
+            for d in self.redelivery_delays
+        ):
+            yield "redelivery delays must be up to 10 numbers of seconds between 0 and 3600"
 
     def _limit_problems(self) -> Iterable[str]:
         for name in (
@@ -146,6 +167,9 @@ class EmulatorConfig:
         # Start-up webhooks are registered through the same tier rules as X's routes, so a
         # configuration that X itself would refuse fails here, before anything listens.
         hooks = len(set(self.webhook_urls))
+        if self.spread_startup_webhooks:
+            # Replicas behind one load balancer: X would see a single webhook.
+            hooks = min(hooks, 1)
         if hooks > self.max_webhooks:
             yield (
                 f"{hooks} --webhook-url given but the tier allows {self.max_webhooks} "
@@ -157,6 +181,12 @@ class EmulatorConfig:
                 f"start-up webhooks need {hooks * per_hook} subscriptions but the tier "
                 f"allows {self.max_subscriptions}; raise --max-subscriptions"
             )
+
+    @property
+    def spread_startup_webhooks(self) -> bool:
+        """Several start-up webhooks in round-robin mode stand for replicas behind one load
+        balancer, which X sees as one webhook: the tier limits do not count them apart."""
+        return self.delivery_mode == "round_robin"
 
     def env_allowed(self, name: str) -> bool:
         if not ENV_NAME_RE.match(name):
@@ -234,6 +264,11 @@ def config_from_env(env: Mapping[str, str], **cli_overrides: Any) -> EmulatorCon
     if env_name:
         values["default_env_name"] = env_name
     values.update({k: v for k, v in cli_overrides.items() if v is not None})
+    delays = values.get("redelivery_delays")
+    if isinstance(delays, str):
+        values["redelivery_delays"] = parse_delays(delays)
+    elif delays is not None:
+        values["redelivery_delays"] = tuple(cast(Iterable[float], delays))
     for name in ("webhook_urls", "env_names"):
         items = values.get(name)
         if isinstance(items, str):
@@ -246,6 +281,18 @@ def config_from_env(env: Mapping[str, str], **cli_overrides: Any) -> EmulatorCon
     if token_user is not None:
         values["bot_user_id"] = token_user
     return EmulatorConfig(**values)
+
+
+def parse_delays(text: str) -> tuple[float, ...]:
+    """Parse "0.2,0.5,1" into (0.2, 0.5, 1.0); "" is () (no redelivery)."""
+    if not text.strip():
+        return ()
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"redelivery delays must be comma-separated seconds, like 0.2,0.5,1; not {text!r}"
+        ) from None
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -3,9 +3,66 @@
 Not part of X. It has no authentication, which is why the emulator listens on loopback by
 default. Errors are `{"error": "..."}` with status 400 (or 404 for unknown ids).
 
-`GET /webhooks` lists each webhook with its subscriptions, `GET /subscriptions` every
-subscription of both kinds. `POST /webhooks` registers (CRC first) and subscribes the bot
-like `--webhook-url`, but ignores the tier limits: it is a back door for tests and the demo.
+Users and traffic:
+- `POST /dm` `{"sender_id", "text", "sender_name"?, "created_timestamp"?}`: that user DMs
+  the bot; answers `{"event_id", "deliveries": [{"url", "status", "error"}]}` (first attempts;
+  `"held": true` when the reorder fault holds them, `"duplicate": true` on copies).
+- `POST /dm_batch` `{"messages": [...]}`: one delivery holding several events.
+- `POST /redeliver` `{"event_id"}`: the same bytes again. `POST /deliver_raw` `{"body"}` or
+  `{"body_text"}`, `"sign"`, `"signature"`: arbitrary bodies to the webhooks.
+- `GET /messages[?user_id=]`, `GET /stats`, `GET /deliveries` (outgoing POSTs, with
+  `webhook_id` and `attempt`), `GET /requests[?route=dm&since=<epoch s>]` (X API requests:
+  `at` arrival, `answered_at`, `method`, `path`, `route` (`dm`, `webhooks`, `auth`, `other`),
+  `status` (null when the connection was dropped), `outcome` for DM sends: `sent`,
+  `rate_limited`, `failed`, `forbidden`, `dropped`, `invalid`, `unauthorized`).
+- `POST /reset`: forget traffic (held deliveries too), faults, counters and budgets
+  (webhooks, subscriptions and the delivery mode stay).
+
+Webhooks: `GET /webhooks` lists each webhook with its subscriptions, `GET /subscriptions`
+every subscription of both kinds. `POST /webhooks` `{"url"}` registers (CRC first) and
+subscribes the bot like `--webhook-url`, but ignores the tier limits: a back door for tests
+and the demo. `DELETE /webhooks/{id}`. `POST /crc` `{"webhook_id"?}` runs X's CRC check now
+(one webhook, or every registered one) and answers each result: a failed or late answer
+invalidates the webhook until it is revalidated.
+
+Delivery spreading: `GET|POST /delivery_mode` `{"mode": "all" | "round_robin",
+"duplicate_every": N}` (default 0, never). "all" (X's behaviour): each event to every valid
+subscribed webhook. "round_robin": each delivery to ONE valid subscribed webhook, in turn, as
+a load balancer in front of replicas; every Nth delivery also to the next webhook.
+
+Faults: `GET /faults`; `POST /faults` replaces them all (fields not given are off);
+`PATCH /faults` changes only the fields given; `DELETE /faults` clears them. Fields:
+- `dm_delay_seconds`: every DM send answers this much later (after authentication).
+- `dm_fail_next` N, `dm_fail_status` (default 503, any 400-599): the next N DM sends fail.
+- `dm_fail_ratio` (0-1): each DM send fails with that probability (draws from `seed`).
+- `dm_fail_for_seconds` S: every DM send fails for the next S seconds (X is down).
+- `dm_drop_next` N, `dm_drop_ratio` (0-1): the connection is closed without an answer,
+  before anything is sent (the client sees a disconnect, the DM is not recorded).
+- `dm_rate_limit_next` N: the next N DM sends get 429; `dm_rate_limit_reset_in` (default 1)
+  sets their `x-rate-limit-reset`, null sends a 429 without any `x-rate-limit-*` header.
+- `dm_rate_limit_for_seconds` S: every DM send gets 429 until a whole second S from now,
+  which `x-rate-limit-reset` names (no headers when `dm_rate_limit_reset_in` is null).
+- `dm_budget_limit` N, `dm_budget_window` S: the real per-window DM budget (default
+  `--dm-rate-limit`/`--dm-rate-window`); changing it starts fresh windows.
+- `forbidden_recipients` [ids] (403 code 349), `automated_recipients` [ids] (403 code 226),
+  `forbidden_codes` {id: 150|151|226|349}: permanent refusals of DMs to those users.
+- `latency` {key: seconds}: delay before handling any X request. Keys: `dm`, `webhooks`
+  (all management routes), `auth`, `*` (every X route), a path glob (`/2/webhooks*`), a
+  route template (`/2/webhooks/{webhook_id}`), either optionally after a method
+  (`PUT /2/webhooks/*`). The largest matching delay applies.
+- `deliver_duplicates_ratio` (0-1): a delivery is also sent a second time, concurrently.
+- `reorder_window` S: deliveries are held, then sent one by one in a shuffled order S
+  seconds after the first was held.
+- `redelivery_delays` [s, ...]: X's retries of a delivery that failed (no answer within the
+  delivery timeout, a dropped connection, a non-2xx answer), one per delay; default
+  `--redelivery-delays` (none). In round-robin mode a retry goes to the next webhook.
+- `delivery_timeout` S: how long X waits for a webhook's answer (default
+  `--delivery-timeout`, 10); a slower answer counts as failed.
+- `crc_timeout` S: the CRC answer deadline (default `--crc-timeout`, 3).
+- `seed`: seeds every random draw above, so a run can be replayed.
+Everything injected is counted in `GET /stats`: `dm_dropped`, `dm_forbidden`,
+`dm_rate_limited`, `dm_failed`, `latency_injected`, `delivery_timeouts`, `redeliveries`,
+`redeliveries_exhausted`, `duplicates_sent`, `deliveries_held`, `reorder_flushes`.
 """
 
 from __future__ import annotations
@@ -19,10 +76,11 @@ from aiohttp import web
 
 from catbot.emulator.config import USER_ID_RE
 from catbot.emulator.dispatch import dispatch, redeliver
+from catbot.emulator.faults import Faults
 from catbot.emulator.payloads import encode
 from catbot.emulator.refusals import RegistryError
 from catbot.emulator.runtime import RUNTIME, Runtime
-from catbot.emulator.state import Faults, Message, SignedBody
+from catbot.emulator.state import DELIVERY_MODES, DeliveryMode, Message, SignedBody
 from catbot.emulator.webhooks import register_and_subscribe_bot
 from catbot.signing import sign_body
 
@@ -171,8 +229,8 @@ async def post_deliver_raw(request: web.Request) -> web.Response:
         raise ControlError("sign must be a boolean and signature a string")
     if signature is None and sign:
         signature = sign_body(runtime.config.consumer_secret, body)
-    bodies = [SignedBody(w, body, signature) for w in runtime.state.webhooks]
-    outcomes = await runtime.deliverer.send(bodies)
+    bodies = [SignedBody(w, body, signature, "raw") for w in runtime.state.webhooks]
+    outcomes = await runtime.pipeline.deliver(bodies)
     return web.json_response({"deliveries": [o.to_json() for o in outcomes]})
 
 
@@ -195,6 +253,21 @@ async def get_deliveries(request: web.Request) -> web.Response:
     return web.json_response({"deliveries": list(_runtime(request).state.delivery_log)})
 
 
+async def get_requests(request: web.Request) -> web.Response:
+    route = request.query.get("route")
+    since_text = request.query.get("since")
+    try:
+        since = float(since_text) if since_text is not None else None
+    except ValueError:
+        raise ControlError("since must be a Unix time in seconds") from None
+    entries = [
+        entry
+        for entry in _runtime(request).state.request_log
+        if (route is None or entry["route"] == route) and (since is None or entry["at"] >= since)
+    ]
+    return web.json_response({"requests": entries})
+
+
 async def get_health(request: web.Request) -> web.Response:
     runtime = _runtime(request)
     return web.json_response(
@@ -203,7 +276,9 @@ async def get_health(request: web.Request) -> web.Response:
 
 
 async def post_reset(request: web.Request) -> web.Response:
-    _runtime(request).state.reset()
+    runtime = _runtime(request)
+    runtime.pipeline.discard_held()
+    runtime.state.reset()
     return web.json_response({"reset": True})
 
 
@@ -214,19 +289,91 @@ async def get_faults(request: web.Request) -> web.Response:
     return web.json_response(_runtime(request).state.faults.to_json())
 
 
-async def post_faults(request: web.Request) -> web.Response:
+async def _set_faults(request: web.Request, *, merge: bool) -> web.Response:
+    state = _runtime(request).state
     try:
-        faults = Faults.from_json(await _json_object(request))
+        faults = Faults.from_json(await _json_object(request), base=state.faults if merge else None)
     except ValueError as exc:
         raise ControlError(str(exc)) from None
-    _runtime(request).state.faults = faults
+    state.apply_faults(faults)
     return web.json_response(faults.to_json())
+
+
+async def post_faults(request: web.Request) -> web.Response:
+    return await _set_faults(request, merge=False)
+
+
+async def patch_faults(request: web.Request) -> web.Response:
+    return await _set_faults(request, merge=True)
 
 
 async def delete_faults(request: web.Request) -> web.Response:
     state = _runtime(request).state
-    state.faults = Faults()
+    state.apply_faults(Faults())
     return web.json_response(state.faults.to_json())
+
+
+# --- delivery spreading ----------------------------------------------------------------
+
+
+def _delivery_mode_json(runtime: Runtime) -> dict[str, Any]:
+    state = runtime.state
+    rotation = [
+        wid
+        for wid, hook in state.webhooks.items()
+        if hook.valid and state.subscriptions_for_webhook(wid)
+    ]
+    return {**state.spreading.to_json(), "rotation": rotation}
+
+
+async def get_delivery_mode(request: web.Request) -> web.Response:
+    return web.json_response(_delivery_mode_json(_runtime(request)))
+
+
+async def post_delivery_mode(request: web.Request) -> web.Response:
+    runtime = _runtime(request)
+    data = await _json_object(request)
+    unknown = sorted(set(data) - {"mode", "duplicate_every"})
+    if unknown:
+        raise ControlError(f"unknown delivery mode fields: {', '.join(unknown)}")
+    mode = data.get("mode")
+    if mode not in DELIVERY_MODES:
+        raise ControlError(f"mode must be one of {', '.join(DELIVERY_MODES)}")
+    every = data.get("duplicate_every", 0)
+    if type(every) is not int or every < 0:
+        raise ControlError("duplicate_every must be a whole number, 0 for never")
+    spreading = runtime.state.spreading
+    new_mode: DeliveryMode = "round_robin" if mode == "round_robin" else "all"
+    spreading.mode, spreading.duplicate_every = new_mode, every
+    spreading.planned = 0
+    return web.json_response(_delivery_mode_json(runtime))
+
+
+# --- CRC on demand ---------------------------------------------------------------------
+
+
+async def post_crc(request: web.Request) -> web.Response:
+    """X's CRC check now, as its periodic re-check does it: a failure invalidates."""
+    runtime = _runtime(request)
+    webhook_id = (await _json_object(request)).get("webhook_id")
+    if webhook_id is not None and not isinstance(webhook_id, str):
+        raise ControlError("webhook_id must be a string")
+    hooks = runtime.state.webhooks
+    if webhook_id is not None and webhook_id not in hooks:
+        raise ControlError(f"no webhook {webhook_id}", status=404)
+    targets = [hooks[webhook_id]] if webhook_id is not None else list(hooks.values())
+    results = []
+    for webhook in targets:
+        outcome = await runtime.deliverer.crc(webhook)
+        results.append(
+            {
+                "webhook_id": webhook.id,
+                "valid": webhook.valid,
+                "status": outcome.status,
+                "error": outcome.error,
+            }
+        )
+    return web.json_response({"crc": results})
 
 
 # --- webhooks --------------------------------------------------------------------------
@@ -280,12 +427,17 @@ def add_routes(app: web.Application) -> None:
     r.add_get(f"{PREFIX}/messages", get_messages)
     r.add_get(f"{PREFIX}/stats", get_stats)
     r.add_get(f"{PREFIX}/deliveries", get_deliveries)
+    r.add_get(f"{PREFIX}/requests", get_requests)
     r.add_get(f"{PREFIX}/health", get_health)
     r.add_post(f"{PREFIX}/reset", post_reset)
     r.add_get(f"{PREFIX}/faults", get_faults)
     r.add_post(f"{PREFIX}/faults", post_faults)
+    r.add_patch(f"{PREFIX}/faults", patch_faults)
     r.add_delete(f"{PREFIX}/faults", delete_faults)
     r.add_get(f"{PREFIX}/webhooks", get_webhooks)
     r.add_post(f"{PREFIX}/webhooks", post_webhook)
     r.add_delete(f"{PREFIX}/webhooks/{{webhook_id}}", delete_webhook)
     r.add_get(f"{PREFIX}/subscriptions", get_subscriptions)
+    r.add_get(f"{PREFIX}/delivery_mode", get_delivery_mode)
+    r.add_post(f"{PREFIX}/delivery_mode", post_delivery_mode)
+    r.add_post(f"{PREFIX}/crc", post_crc)

@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -33,9 +33,24 @@ class DeliveryOutcome:
     url: str | None
     status: int | None
     error: str | None
+    # False when nothing was POSTed (webhook deleted or invalid): not worth a redelivery.
+    posted: bool = True
+    # Held back to be sent later, shuffled (the `reorder_window` fault): no status yet.
+    held: bool = False
+    # A copy of a delivery sent as well (duplicate fault, round-robin `duplicate_every`).
+    duplicate: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
 
     def to_json(self) -> dict[str, Any]:
-        return {"url": self.url, "status": self.status, "error": self.error}
+        data: dict[str, Any] = {"url": self.url, "status": self.status, "error": self.error}
+        if self.held:
+            data["held"] = True
+        if self.duplicate:
+            data["duplicate"] = True
+        return data
 
 
 class CrcFailure(Enum):
@@ -86,6 +101,16 @@ class Deliverer:
             self._session = None
 
     @property
+    def crc_timeout(self) -> float:
+        """The CRC answer deadline: the `crc_timeout` fault, else the configured one."""
+        return self._state.faults.crc_timeout or self._crc_timeout
+
+    @property
+    def delivery_timeout(self) -> float:
+        """How long a delivery may take before X gives up on it (and may redeliver)."""
+        return self._state.faults.delivery_timeout or self._delivery_timeout
+
+    @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             raise RuntimeError("the emulator's HTTP client is not open (app not started)")
@@ -97,7 +122,8 @@ class Deliverer:
         token = secrets.token_urlsafe(24)
         expected = crc_response_token(self._secret, token)
         target = URL(url).update_query(crc_token=token)
-        timeout = aiohttp.ClientTimeout(total=self._crc_timeout)
+        deadline = self.crc_timeout
+        timeout = aiohttp.ClientTimeout(total=deadline)
         try:
             async with self.session.get(target, timeout=timeout, allow_redirects=False) as resp:
                 raw = await resp.content.read(_MAX_ANSWER_BYTES)
@@ -106,7 +132,7 @@ class Deliverer:
             return CrcOutcome(
                 False,
                 None,
-                f"CRC got no answer within {self._crc_timeout:g} s",
+                f"CRC got no answer within {deadline:g} s",
                 CrcFailure.TIMEOUT,
             )
         except aiohttp.ClientError as exc:
@@ -217,7 +243,8 @@ class Deliverer:
         headers = {"Content-Type": "application/json"}
         if signature is not None:
             headers[SIGNATURE_HEADER] = signature
-        timeout = aiohttp.ClientTimeout(total=self._delivery_timeout)
+        deadline = self.delivery_timeout
+        timeout = aiohttp.ClientTimeout(total=deadline)
         self._state.stats.deliveries += 1
         try:
             async with self.session.post(
@@ -226,30 +253,51 @@ class Deliverer:
                 await resp.content.read(_MAX_ANSWER_BYTES)
                 outcome = DeliveryOutcome(url, resp.status, None)
         except TimeoutError:
-            outcome = DeliveryOutcome(url, None, f"no answer within {self._delivery_timeout:g} s")
+            self._state.stats.delivery_timeouts += 1
+            outcome = DeliveryOutcome(url, None, f"no answer within {deadline:g} s")
         except aiohttp.ClientError as exc:
             outcome = DeliveryOutcome(url, None, _describe(exc))
-        if outcome.status is None or not 200 <= outcome.status < 300:
+        if not outcome.ok:
             self._state.stats.delivery_failures += 1
         return outcome
 
-    async def _send_one(self, signed: SignedBody, event_ids: Sequence[str]) -> DeliveryOutcome:
+    async def send_one(
+        self,
+        signed: SignedBody,
+        event_ids: Sequence[str],
+        *,
+        attempt: int = 0,
+        duplicate: bool = False,
+    ) -> DeliveryOutcome:
+        """POST one body to its webhook if it may get events now; log the outcome."""
         webhook = self._state.webhooks.get(signed.webhook_id)
         if webhook is None:
-            outcome = DeliveryOutcome(None, None, f"webhook {signed.webhook_id} was deleted")
+            outcome = DeliveryOutcome(
+                None, None, f"webhook {signed.webhook_id} was deleted", posted=False
+            )
         elif not await self.deliverable(webhook):
             outcome = DeliveryOutcome(
-                webhook.url, None, f"webhook invalid: {webhook.invalid_reason}"
+                webhook.url, None, f"webhook invalid: {webhook.invalid_reason}", posted=False
             )
         else:
             outcome = await self.post(webhook.url, signed.body, signed.signature)
+        if duplicate:
+            outcome = replace(outcome, duplicate=True)
         self._state.delivery_log.append(
-            {"at": time.time(), "event_ids": list(event_ids), **outcome.to_json()}
+            {
+                "at": time.time(),
+                "event_ids": list(event_ids),
+                **outcome.to_json(),
+                "webhook_id": signed.webhook_id,
+                "attempt": attempt,
+            }
         )
         log.info(
-            "delivery events=%s webhook=%s status=%s%s",
+            "delivery events=%s webhook=%s attempt=%d%s status=%s%s",
             ",".join(event_ids) or "-",
             signed.webhook_id,
+            attempt,
+            " (duplicate)" if duplicate else "",
             outcome.status,
             f" error={outcome.error}" if outcome.error else "",
         )
@@ -258,5 +306,6 @@ class Deliverer:
     async def send(
         self, bodies: Sequence[SignedBody], event_ids: Sequence[str] = ()
     ) -> list[DeliveryOutcome]:
-        """Deliver each body to its webhook concurrently; outcomes in the same order."""
-        return list(await asyncio.gather(*(self._send_one(b, event_ids) for b in bodies)))
+        """Deliver each body to its webhook concurrently, once, without any fault or spreading
+        (the pipeline in `catbot.emulator.pipeline` adds those); outcomes in order."""
+        return list(await asyncio.gather(*(self.send_one(b, event_ids) for b in bodies)))

@@ -20,7 +20,12 @@ def sign_envelopes(runtime: Runtime, messages: Sequence[Message]) -> tuple[Signe
     for envelope in envelopes:
         body = encode(envelope.payload)
         signed.append(
-            SignedBody(envelope.webhook_id, body, sign_body(runtime.config.consumer_secret, body))
+            SignedBody(
+                envelope.webhook_id,
+                body,
+                sign_body(runtime.config.consumer_secret, body),
+                envelope.audience,
+            )
         )
     return tuple(signed)
 
@@ -30,12 +35,16 @@ async def dispatch(runtime: Runtime, messages: Sequence[Message]) -> list[Delive
     bodies = sign_envelopes(runtime, messages)
     event_ids = [m.id for m in messages]
     runtime.state.remember_bodies(event_ids, bodies)
-    return await runtime.deliverer.send(bodies, event_ids)
+    return await runtime.pipeline.deliver(bodies, event_ids)
 
 
 async def redeliver(runtime: Runtime, event_id: str) -> list[DeliveryOutcome] | None:
-    """Send the very bytes that carried an event again, as X's retries do; None if unknown."""
+    """Send the very bytes that carried an event again, as X's retries do; None if unknown.
+
+    Like any delivery it follows the delivery mode: in round-robin mode it goes to the next
+    webhook in turn, which may be another replica than the one that got it first.
+    """
     bodies = runtime.state.sent_bodies.get(event_id)
     if bodies is None:
         return None
-    return await runtime.deliverer.send(bodies, [event_id])
+    return await runtime.pipeline.deliver(bodies, [event_id])

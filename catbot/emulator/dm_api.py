@@ -23,10 +23,12 @@ from catbot.emulator import errors
 from catbot.emulator.config import USER_ID_RE
 from catbot.emulator.dispatch import dispatch
 from catbot.emulator.errors import Style, XError
+from catbot.emulator.faults import Faults
 from catbot.emulator.oauth import AuthOutcome, RequestToVerify, verify
 from catbot.emulator.payloads import message_create_event
 from catbot.emulator.runtime import RUNTIME, Runtime
 from catbot.emulator.state import Message
+from catbot.emulator.traffic import OUTCOME, drop_connection
 
 log = logging.getLogger("catbot.emulator.dm")
 
@@ -153,6 +155,10 @@ def _authenticate(runtime: Runtime, request: web.Request) -> AuthOutcome:
     )
 
 
+def _outcome(request: web.Request, outcome: str) -> None:
+    request[OUTCOME] = outcome
+
+
 async def _send(
     request: web.Request,
     style: Style,
@@ -164,9 +170,17 @@ async def _send(
     state.stats.dm_requests += 1
     window = state.dm_window(state.bot_user_id)
 
+    # A broken network path: before X sees anything, so nothing is sent.
+    if faults.dm_drop_next > 0 or faults.chance(faults.dm_drop_ratio):
+        faults.dm_drop_next = max(0, faults.dm_drop_next - 1)
+        state.stats.dm_dropped += 1
+        log.info("DM send connection dropped (injected)")
+        return drop_connection(request)
+
     auth = _authenticate(runtime, request)
     if auth is not AuthOutcome.OK:
         state.stats.auth_failures += 1
+        _outcome(request, "unauthorized")
         log.info("DM send refused: auth %s", auth.value)
         error = {
             AuthOutcome.APP_ONLY: errors.app_only_forbidden(),
@@ -177,42 +191,39 @@ async def _send(
     if faults.dm_delay_seconds > 0:
         await asyncio.sleep(faults.dm_delay_seconds)
 
-    if faults.dm_rate_limit_next > 0:
-        faults.dm_rate_limit_next -= 1
+    limited = _injected_rate_limit(runtime, faults, window.limit)
+    if limited is not None:
         state.stats.dm_rate_limited += 1
-        headers = None
-        if faults.dm_rate_limit_reset_in is not None:
-            reset = math.ceil(time.time() + faults.dm_rate_limit_reset_in)
-            headers = {
-                "x-rate-limit-limit": str(window.limit),
-                "x-rate-limit-remaining": "0",
-                "x-rate-limit-reset": str(reset),
-            }
-        log.info("DM send answered 429 (injected)")
-        return _respond(style, errors.rate_limited(), headers)
+        _outcome(request, "rate_limited")
+        return _respond(style, errors.rate_limited(), limited)
 
     verdict = window.consume(time.time())
     headers = verdict.headers()
     if not verdict.allowed:
         state.stats.dm_rate_limited += 1
+        _outcome(request, "rate_limited")
         log.info("DM send answered 429 (budget of %d spent)", verdict.limit)
         return _respond(style, errors.rate_limited(), headers)
 
     parsed = parse(runtime, await request.read())
     if isinstance(parsed, XError):
         state.stats.dm_failed += 1
+        _outcome(request, "invalid")
         return _respond(style, parsed, headers)
 
-    if faults.dm_fail_next > 0:
-        faults.dm_fail_next -= 1
+    if _injected_failure(faults):
         state.stats.dm_failed += 1
+        _outcome(request, "failed")
         log.info("DM send answered %d (injected)", faults.dm_fail_status)
         return _respond(style, errors.injected_failure(faults.dm_fail_status), headers)
 
-    if parsed.recipient_id in faults.forbidden_recipients:
+    code = faults.refusal_code(parsed.recipient_id)
+    if code is not None:
         state.stats.dm_failed += 1
-        log.info("DM send to %s forbidden (injected)", parsed.recipient_id)
-        return _respond(style, errors.cannot_send(), headers)
+        state.stats.dm_forbidden += 1
+        _outcome(request, "forbidden")
+        log.info("DM send to %s forbidden with code %d (injected)", parsed.recipient_id, code)
+        return _respond(style, errors.cannot_send(code), headers)
 
     state.ensure_user(parsed.recipient_id)
     message = state.record_message(
@@ -224,11 +235,45 @@ async def _send(
         media_ids=parsed.media_ids,
     )
     state.stats.dm_sent += 1
+    _outcome(request, "sent")
     log.info("DM sent event=%s to=%s", message.id, message.recipient_id)
     # Like X, the bot's own DM comes back to its webhooks; never make the sender wait for it.
     runtime.tasks.spawn(dispatch(runtime, [message]), name=f"echo-{message.id}")
     status, body = answer(runtime, message)
     return web.json_response(body, status=status, headers=headers)
+
+
+def _injected_rate_limit(runtime: Runtime, faults: Faults, limit: int) -> dict[str, str] | None:
+    """Headers of an injected 429 (empty when it carries none), or None for no 429."""
+    now = time.time()
+    until = faults.dm_rate_limit_until
+    if until is not None and now < until:
+        reset = until
+    elif faults.dm_rate_limit_next > 0:
+        faults.dm_rate_limit_next -= 1
+        reset = None
+    else:
+        return None
+    log.info("DM send answered 429 (injected)")
+    if faults.dm_rate_limit_reset_in is None:
+        return {}
+    if reset is None:
+        reset = now + faults.dm_rate_limit_reset_in
+    return {
+        "x-rate-limit-limit": str(limit),
+        "x-rate-limit-remaining": "0",
+        "x-rate-limit-reset": str(math.ceil(reset)),
+    }
+
+
+def _injected_failure(faults: Faults) -> bool:
+    if faults.dm_fail_next > 0:
+        faults.dm_fail_next -= 1
+        return True
+    until = faults.dm_fail_until
+    if until is not None and time.time() < until:
+        return True
+    return faults.chance(faults.dm_fail_ratio)
 
 
 async def send_v2_with_participant(request: web.Request) -> web.Response:

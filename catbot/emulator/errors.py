@@ -97,13 +97,26 @@ def text_too_long(limit: int) -> XError:
     )
 
 
-def cannot_send() -> XError:
-    message = "You cannot send messages to this user."
+# X's messages for the codes that refuse one DM for good (HTTP 403 in both flavours).
+_REFUSAL_MESSAGES = {
+    349: "You cannot send messages to this user.",
+    150: "You cannot send messages to users who are not following you.",
+    151: "There was an error sending your message: the recipient cannot receive it.",
+    226: (
+        "This request looks like it might be automated. To protect our users from spam and "
+        "other malicious activity, we can't complete this action right now. Please try "
+        "again later."
+    ),
+}
+
+
+def cannot_send(code: int = 349) -> XError:
+    message = _REFUSAL_MESSAGES.get(code, _REFUSAL_MESSAGES[349])
     return XError(
         403,
-        {**_plain_problem(403, message), "errors": [{"code": 349, "message": message}]},
+        {**_plain_problem(403, message), "errors": [{"code": code, "message": message}]},
         403,
-        _v11(349, message),
+        _v11(code, message),
     )
 
 

@@ -29,6 +29,8 @@ class AppInfo:
 class Envelope:
     webhook_id: str
     payload: dict[str, Any]
+    # The subscriber it is for: envelopes of one audience on several webhooks are copies.
+    audience: str = ""
 
 
 def encode(payload: Any) -> bytes:
@@ -164,5 +166,6 @@ def envelopes_for(
             payload = account_activity_envelope(sub.user_id, matching, users, app)
         else:
             payload = activity_envelope(sub, matching, users)
-        envelopes.append(Envelope(sub.webhook_id, payload))
+        audience = f"{sub.kind}:{sub.event_type or '*'}:{sub.user_id}"
+        envelopes.append(Envelope(sub.webhook_id, payload, audience))
     return envelopes

@@ -10,10 +10,14 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+
+from catbot.emulator.faults import FAULT_DEFAULT_RESET_IN, Faults
+
+__all__ = ["FAULT_DEFAULT_RESET_IN", "Faults"]
 
 Direction = Literal["in", "out"]
 # Account Activity subscriptions get every event of the user; X Activity API subscriptions
@@ -24,6 +28,12 @@ SubscriptionKind = Literal["account_activity", "activity"]
 _SNOWFLAKE_EPOCH_MS = 1288834974657
 _REMEMBERED_BODIES = 10_000
 _DELIVERY_LOG_SIZE = 1_000
+_REQUEST_LOG_SIZE = 5_000
+
+# "all": every event to every valid subscribed webhook (X's behaviour). "round_robin": each
+# delivery to one of them in turn, as a load balancer in front of replicas would.
+DeliveryMode = Literal["all", "round_robin"]
+DELIVERY_MODES: tuple[str, ...] = get_args(DeliveryMode)
 
 
 def now_ms() -> int:
@@ -137,74 +147,9 @@ class SignedBody:
     webhook_id: str
     body: bytes
     signature: str | None
-
-
-FAULT_DEFAULT_RESET_IN = 1.0
-
-
-@dataclass
-class Faults:
-    dm_delay_seconds: float = 0.0
-    dm_fail_next: int = 0
-    dm_fail_status: int = 503
-    dm_rate_limit_next: int = 0
-    # None: answer the injected 429 without rate-limit headers, as X sometimes does.
-    dm_rate_limit_reset_in: float | None = FAULT_DEFAULT_RESET_IN
-    forbidden_recipients: frozenset[str] = frozenset()
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["forbidden_recipients"] = sorted(self.forbidden_recipients)
-        return data
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Faults:
-        """Parse a control request; ValueError names the offending field."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown fault fields: {', '.join(unknown)}")
-        faults = cls()
-        if "dm_delay_seconds" in data:
-            faults.dm_delay_seconds = _non_negative_number(data, "dm_delay_seconds")
-        for name in ("dm_fail_next", "dm_rate_limit_next"):
-            if name in data:
-                setattr(faults, name, _non_negative_int(data, name))
-        if "dm_fail_status" in data:
-            status = data["dm_fail_status"]
-            if type(status) is not int or not 400 <= status <= 599:
-                raise ValueError("dm_fail_status must be an HTTP error status (400-599)")
-            faults.dm_fail_status = status
-        if "dm_rate_limit_reset_in" in data:
-            reset_in = data["dm_rate_limit_reset_in"]
-            faults.dm_rate_limit_reset_in = (
-                None if reset_in is None else _non_negative_number(data, "dm_rate_limit_reset_in")
-            )
-        if "forbidden_recipients" in data:
-            recipients = data["forbidden_recipients"]
-            if not isinstance(recipients, list) or not all(
-                isinstance(r, str | int) and not isinstance(r, bool) for r in recipients
-            ):
-                raise ValueError("forbidden_recipients must be a list of user ids")
-            faults.forbidden_recipients = frozenset(str(r) for r in recipients)
-        return faults
-
-
-def _non_negative_number(data: Mapping[str, Any], name: str) -> float:
-    value = data[name]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number")
-    number = float(value)
-    if not (math.isfinite(number) and number >= 0):
-        raise ValueError(f"{name} must be zero or more")
-    return number
-
-
-def _non_negative_int(data: Mapping[str, Any], name: str) -> int:
-    value = data[name]
-    if type(value) is not int or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer")
-    return value
+    # Which subscriber this delivery is for (kind, event type, user): round-robin spreading
+    # sends one delivery per audience, where "all" sends one per subscribed webhook.
+    audience: str = ""
 
 
 @dataclass
@@ -219,9 +164,38 @@ class Stats:
     delivery_failures: int = 0
     crc_checks: int = 0
     crc_failures: int = 0
+    # Injected and emulated trouble.
+    dm_dropped: int = 0
+    dm_forbidden: int = 0
+    latency_injected: int = 0
+    delivery_timeouts: int = 0
+    redeliveries: int = 0
+    redeliveries_exhausted: int = 0
+    duplicates_sent: int = 0
+    deliveries_held: int = 0
+    reorder_flushes: int = 0
 
     def to_json(self) -> dict[str, int]:
         return asdict(self)
+
+
+@dataclass
+class DeliverySpreading:
+    """How events spread over several webhooks (see `DeliveryMode`), and where the turn is."""
+
+    mode: DeliveryMode = "all"
+    duplicate_every: int = 0
+    # Round-robin bookkeeping: the webhook that got the last delivery, deliveries planned.
+    last_webhook_id: str | None = None
+    planned: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "duplicate_every": self.duplicate_every,
+            "last_webhook_id": self.last_webhook_id,
+            "planned": self.planned,
+        }
 
 
 @dataclass(frozen=True)
@@ -295,6 +269,17 @@ class EmulatorState:
     delivery_log: deque[dict[str, Any]] = field(
         default_factory=lambda: deque(maxlen=_DELIVERY_LOG_SIZE)
     )
+    # X API requests (not the control API): arrival, answer time, status, outcome.
+    request_log: deque[dict[str, Any]] = field(
+        default_factory=lambda: deque(maxlen=_REQUEST_LOG_SIZE)
+    )
+    spreading: DeliverySpreading = field(default_factory=DeliverySpreading)
+    # The configured DM budget, restored when an injected one is cleared.
+    configured_dm_budget: tuple[int, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.configured_dm_budget is None:
+            self.configured_dm_budget = (self.dm_rate_limit, self.dm_rate_window)
 
     # --- users and messages ------------------------------------------------------------
 
@@ -391,6 +376,22 @@ class EmulatorState:
 
     # --- rate limits -------------------------------------------------------------------
 
+    def set_dm_budget(self, limit: int, window: float) -> bool:
+        """Change the DM budget; fresh windows start when it changed. True if it did."""
+        if (limit, window) == (self.dm_rate_limit, self.dm_rate_window):
+            return False
+        self.dm_rate_limit, self.dm_rate_window = limit, window
+        for key in [k for k in self.rate_windows if not k.startswith("app:")]:
+            del self.rate_windows[key]
+        return True
+
+    def apply_faults(self, faults: Faults) -> None:
+        """Install faults, with the DM budget they name (or the configured one)."""
+        self.faults = faults
+        assert self.configured_dm_budget is not None
+        limit, window = self.configured_dm_budget
+        self.set_dm_budget(faults.dm_budget_limit or limit, faults.dm_budget_window or window)
+
     def dm_window(self, user_id: str) -> RateWindow:
         window = self.rate_windows.get(user_id)
         if window is None:
@@ -407,10 +408,14 @@ class EmulatorState:
             self.sent_bodies.popitem(last=False)
 
     def reset(self) -> None:
-        """Forget traffic, faults, counters and budgets; keep webhooks and subscriptions."""
+        """Forget traffic, faults, counters and budgets; keep webhooks, subscriptions and the
+        delivery mode (a setting, like the command-line flag it mirrors)."""
         self.messages.clear()
-        self.faults = Faults()
+        self.apply_faults(Faults())
         self.stats = Stats()
         self.rate_windows.clear()
         self.sent_bodies.clear()
         self.delivery_log.clear()
+        self.request_log.clear()
+        self.spreading.last_webhook_id = None
+        self.spreading.planned = 0

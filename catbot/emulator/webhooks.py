@@ -70,15 +70,17 @@ def add_startup_webhook(runtime: Runtime, url: str) -> Webhook:
 
     The CRC is retried in the background (and once more before a delivery) until it passes.
     Limits are enforced like X's routes would; the configuration already refused counts
-    that cannot fit, so a refusal here is a bug and fails loudly.
+    that cannot fit, so a refusal here is a bug and fails loudly. In round-robin delivery
+    mode the start-up webhooks are replicas behind one load balancer: not counted apart.
     """
     existing = runtime.state.webhook_by_url(url)
     if existing is not None:
         return existing
-    _admit(runtime, url, enforce_limits=True)
+    enforce = not runtime.config.spread_startup_webhooks
+    _admit(runtime, url, enforce_limits=enforce)
     webhook = runtime.state.add_webhook(url, env_name=runtime.config.startup_env_name)
     webhook.startup_pending = True
-    subscribe_bot(runtime, webhook, enforce_limits=True)
+    subscribe_bot(runtime, webhook, enforce_limits=enforce)
     return webhook
 
 

@@ -5,12 +5,19 @@ from __future__ import annotations
 from catbot.store.base import Store, StoreError
 
 
-def create_store(url: str) -> Store:
-    """The store for a `CATBOT_STORE_URL` (not yet opened)."""
+def create_store(url: str, owner: bool = True, dedupe_seconds: float = 86400.0) -> Store:
+    """The store for a `CATBOT_STORE_URL` (not yet opened). `owner=False`: for operator
+    commands that inspect or requeue jobs beside a running daemon, never claiming any.
+    `dedupe_seconds`: how long a Redis store remembers event ids (they expire by themselves;
+    SQLite forgets them in `prune`)."""
     if url.startswith("sqlite:///"):
         from catbot.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url.removeprefix("sqlite:///"))
+        return SQLiteStore(url.removeprefix("sqlite:///"), owner=owner)
+    if url.startswith(("redis://", "rediss://")):
+        from catbot.store.redis import RedisStore
+
+        return RedisStore(url, dedupe_seconds=dedupe_seconds, owner=owner)
     raise StoreError(f"unsupported store URL scheme in {url.split('://')[0]}://")
 
 

@@ -22,6 +22,11 @@ class StoreError(Exception):
 
 
 class Store(Protocol):
+    # True when one process owns the data (SQLite): it may hand back every claim at start-up.
+    # False when several daemons share it (Redis): a replica must never take back the others'
+    # claims; those return to the queue when their lease runs out.
+    single_owner: bool
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -83,8 +83,14 @@ RETURNING id, payload, attempts, enqueued_at
 
 
 class SQLiteStore:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    # One daemon owns the file (see `_take_ownership`): its start-up hands back old claims.
+    single_owner = True
+
+    def __init__(self, path: str | os.PathLike[str], owner: bool = True) -> None:
+        """`owner=False` opens the file beside its daemon (for operator commands): no lock,
+        and the caller must not claim jobs."""
         self.path = Path(path)
+        self.owner = owner
         self._db: aiosqlite.Connection | None = None
         self._lock_file: IO[bytes] | None = None
         self._write = asyncio.Lock()
@@ -92,8 +98,12 @@ class SQLiteStore:
     # Lifecycle ----------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._take_ownership()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot use SQLite store {self.path}: {exc}") from None
+        if self.owner:
+            self._take_ownership()
         try:
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._db.execute("PRAGMA journal_mode=WAL")
@@ -107,7 +117,10 @@ class SQLiteStore:
 
     def _take_ownership(self) -> None:
         lock_path = self.path.with_name(self.path.name + ".lock")
-        handle = open(lock_path, "ab")  # noqa: SIM115 - held open for the process lifetime
+        try:
+            handle = open(lock_path, "ab")  # noqa: SIM115 - held open for the process lifetime
+        except OSError as exc:
+            raise StoreError(f"cannot use SQLite store {self.path}: {exc}") from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -139,10 +152,13 @@ class SQLiteStore:
             await db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
+                await db.execute("COMMIT")
             except BaseException:
-                await db.execute("ROLLBACK")
+                # Also after a failed COMMIT (a full disk): SQLite leaves that transaction
+                # open, and every later BEGIN would fail until it is rolled back.
+                if db.in_transaction:
+                    await db.execute("ROLLBACK")
                 raise
-            await db.execute("COMMIT")
 
     async def ping(self) -> None:
         async with self.db.execute("SELECT 1") as cursor:

@@ -6,7 +6,9 @@ durably queued; replying happens in the outbox. Nothing slow runs inside the req
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +25,10 @@ from catbot.webhook.signature import SignatureVerifier
 
 log = get_logger("catbot.webhook")
 
+# X's CRC tokens are short base64/url-safe strings. A JSON body can never match (it would
+# start with "{"), which is what keeps the CRC from being a signing oracle for events.
+CRC_TOKEN = re.compile(r"[A-Za-z0-9_+/=.~-]{1,256}")
+
 
 @dataclass(frozen=True)
 class WebhookPolicy:
@@ -30,6 +36,8 @@ class WebhookPolicy:
     bot_user_id: str | None
     max_event_age_seconds: float
     max_body_bytes: int
+    store_timeout_seconds: float = 5.0
+    body_timeout_seconds: float = 10.0
 
 
 def classify(dm: InboundDM, policy: WebhookPolicy, now: float) -> str:
@@ -75,6 +83,11 @@ class WebhookHandler:
         if not token:
             self.metrics.webhook_requests.labels("bad_request").inc()
             return _error(400, "missing crc_token query parameter")
+        if not CRC_TOKEN.fullmatch(token):
+            # The CRC answer is the same HMAC as a delivery signature: answering any token
+            # would sign any body a stranger sends, so only X-shaped tokens get an answer.
+            self.metrics.webhook_requests.labels("bad_request").inc()
+            return _error(400, "crc_token is not a token X would send")
         self.metrics.webhook_requests.labels("crc").inc()
         self.metrics.crc_responses.inc()
         self.last_crc_at = self.clock()
@@ -94,7 +107,16 @@ class WebhookHandler:
             self.metrics.webhook_requests.labels("too_large").inc()
             return _error(413, f"body larger than {self.policy.max_body_bytes} bytes")
         try:
-            body = await request.read()
+            # A client trickling its body (slow-loris) must not hold the request forever.
+            body = await asyncio.wait_for(request.read(), self.policy.body_timeout_seconds)
+        except TimeoutError:
+            self.metrics.webhook_requests.labels("timeout").inc()
+            return _error(408, "the request body took too long to arrive")
+        except ConnectionError:
+            # The client went away mid-body: nothing stored; the answer goes nowhere, but
+            # returning one keeps aiohttp from logging a client's hang-up as our error.
+            self.metrics.webhook_requests.labels("aborted").inc()
+            return _error(400, "the client closed the connection mid-body")
         except web.HTTPRequestEntityTooLarge:
             self.metrics.webhook_requests.labels("too_large").inc()
             return _error(413, f"body larger than {self.policy.max_body_bytes} bytes")
@@ -126,7 +148,9 @@ class WebhookHandler:
 
         if accepted:
             try:
-                fresh = await self.store.enqueue(accepted, now)
+                fresh = await asyncio.wait_for(
+                    self.store.enqueue(accepted, now), self.policy.store_timeout_seconds
+                )
             except Exception:
                 # Not stored, so not acknowledged: X will deliver it again.
                 log.exception("enqueue_failed", events=len(accepted))
