@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo dev run emulator test lint format clean
-.PHONY: redis-server
+.PHONY: redis-server chromium
 
 help:
 	@echo "make demo      the whole bot offline: X emulator + daemon + a scripted conversation"
@@ -54,7 +54,21 @@ redis-server:
 	    echo "redis-server is missing: sudo apt-get install redis-server" >&2; exit 1; \
 	  fi; }
 
-test: lint redis-server
+# The chat page's browser tests drive Debian's chromium through Playwright (never
+# `playwright install`: it downloads a browser build, which cannot work offline).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing chromium (apt-get) for the chat page's browser tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      chromium >/dev/null; \
+	  else \
+	    echo "chromium is missing: sudo apt-get install --no-install-recommends chromium" >&2; \
+	    exit 1; \
+	  fi; }
+
+test: lint redis-server chromium
 	$(BIN)/pytest
 
 format: install

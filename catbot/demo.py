@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -27,9 +26,11 @@ from catbot.app import Daemon
 from catbot.brain import HELP_TEXT, START_TEXT, STOP_TEXT
 from catbot.config import Settings
 from catbot.emulator.app import build_app
+from catbot.emulator.chat import CHAT_PATH
 from catbot.emulator.config import config_from_env
 from catbot.facts import load_corpus
 from catbot.logs import configure_logging
+from catbot.ports import free_port
 
 FRIEND_ID = "2244994945"
 FRIEND_NAME = "Ada"
@@ -65,13 +66,6 @@ SCRIPT = (
     Step("start", lambda r: r == START_TEXT + SUFFIX, "the welcome back"),
     Step("send me cat facts", _is_fact, "another cat fact"),
 )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -192,10 +186,12 @@ async def run_demo(stop: asyncio.Event, once: bool = False, reply_seconds: float
     configure_logging("text", "WARNING")
     with tempfile.TemporaryDirectory(prefix="catbot-demo-") as workdir:
         async with demo_world(Path(workdir)) as ports, aiohttp.ClientSession() as session:
+            chat_url = f"http://127.0.0.1:{ports.emulator}{CHAT_PATH}"
             print(
                 f"catbot demo: X emulator on http://127.0.0.1:{ports.emulator}, "
                 f"bot webhook on http://127.0.0.1:{ports.webhook}/webhook/twitter, "
-                f"metrics on http://127.0.0.1:{ports.metrics}/metrics\n",
+                f"metrics on http://127.0.0.1:{ports.metrics}/metrics\n"
+                f"Chat with the bot in a browser: {chat_url}\n",
                 flush=True,
             )
             conversation = Conversation(session, ports.emulator)
@@ -208,7 +204,8 @@ async def run_demo(stop: asyncio.Event, once: bool = False, reply_seconds: float
             if once:
                 return 0
             print(
-                "\nThe bot keeps running. Send it another DM from a terminal:\n"
+                f"\nThe bot keeps running. Chat with it in a browser at {chat_url}\n"
+                "or send it another DM from a terminal:\n"
                 f"  curl -s -X POST http://127.0.0.1:{ports.emulator}/_emulator/dm "
                 f"-H 'Content-Type: application/json' "
                 f"-d '{{\"sender_id\": \"{FRIEND_ID}\", \"text\": \"meow?\"}}'\n"

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ import aiohttp
 from catbot.app import Daemon, credentials_from
 from catbot.config import ConfigError, Settings, load_settings
 from catbot.logs import configure_logging, get_logger
+from catbot.ports import free_port
 from catbot.registration import EnsureResult, RegistrationError, ensure_webhook
 from catbot.store import StoreError
 from catbot.tunnel import Tunnel, TunnelError, open_tunnel, resolve_ngrok_path
@@ -131,9 +131,9 @@ def dev_settings(args: argparse.Namespace) -> Settings:
         defaults["metrics_host"] = "127.0.0.1"
     # Port 0 means "any free port"; dev mode must know it to tunnel and print it.
     if settings.port == 0:
-        defaults["port"] = _free_port()
+        defaults["port"] = free_port()
     if settings.metrics_port == 0:
-        defaults["metrics_port"] = _free_port()
+        defaults["metrics_port"] = free_port()
     settings = settings.model_copy(update=defaults)
     if settings.x_api == "v1.1" and not settings.x_env_name:
         raise ConfigError(
@@ -560,13 +560,6 @@ def say(text: str) -> None:
 def fail(message: str) -> int:
     print(f"catbot dev: {message}", file=sys.stderr, flush=True)
     return EXIT_FAILURE
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _display_host(host: str) -> str:

@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 CREDENTIALS = {
     "CATBOT_X_CONSUMER_KEY": "test-consumer-key",
@@ -225,3 +225,20 @@ def parse_metrics(text: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             values[name] = float(value)
     return values
+
+
+class BotAndX:
+    """A daemon and the emulator playing X for it: the pair most tests start."""
+
+    daemon: Daemon
+    emulator: Emulator
+
+    def start(self) -> Self:
+        self.daemon.start()
+        self.emulator.start()
+        self.emulator.wait_webhook_valid()
+        return self
+
+    def stop(self) -> None:
+        self.daemon.stop()
+        self.emulator.stop()

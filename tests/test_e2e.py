@@ -19,6 +19,7 @@ from catbot.facts import load_corpus
 from tests.harness import (
     BOT_ID,
     CREDENTIALS,
+    BotAndX,
     Daemon,
     Emulator,
     free_port,
@@ -31,7 +32,7 @@ FRIEND = "4242"
 CORPUS = {fact.text for fact in load_corpus()}
 
 
-class World:
+class World(BotAndX):
     def __init__(self, tmp: Path, api: str = "v2", daemon_env: dict[str, str] | None = None):
         self.tmp = tmp
         self.emulator_port, self.port, self.metrics_port = free_port(), free_port(), free_port()
@@ -42,16 +43,6 @@ class World:
     def new_daemon(self, **env: str) -> Daemon:
         return Daemon(self.tmp, self.emulator_port, self.port, self.metrics_port,
                       {**self.daemon_env, **env})
-
-    def start(self) -> World:
-        self.daemon.start()
-        self.emulator.start()
-        self.emulator.wait_webhook_valid()
-        return self
-
-    def stop(self) -> None:
-        self.daemon.stop()
-        self.emulator.stop()
 
 
 @pytest.fixture

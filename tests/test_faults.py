@@ -28,6 +28,7 @@ from tests.harness import (
     BOT_ID,
     CREDENTIALS,
     WEBHOOK_PATH,
+    BotAndX,
     Daemon,
     Emulator,
     free_port,
@@ -44,7 +45,7 @@ FAST_ENV = {
 }
 
 
-class Rig:
+class Rig(BotAndX):
     def __init__(
         self, tmp: Path, emulator_args: tuple[str, ...] = (), **env: str
     ) -> None:
@@ -54,16 +55,6 @@ class Rig:
             tmp, emulator_port, self.daemon.webhook,
             extra_args=["--dm-rate-limit", "100000", *emulator_args],
         )
-
-    def start(self) -> Rig:
-        self.daemon.start()
-        self.emulator.start()
-        self.emulator.wait_webhook_valid()
-        return self
-
-    def stop(self) -> None:
-        self.daemon.stop()
-        self.emulator.stop()
 
     def send_all(self, users: list[str]) -> list[Any]:
         with ThreadPoolExecutor(8) as pool:

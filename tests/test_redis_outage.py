@@ -18,7 +18,7 @@ import pytest
 from catbot.models import InboundDM
 from catbot.store import StoreError
 from catbot.store.redis import RedisStore
-from tests.harness import BOT_ID, Daemon, Emulator, free_port, http, wait_for
+from tests.harness import BOT_ID, BotAndX, Daemon, Emulator, free_port, http, wait_for
 from tests.redis_server import RedisServer
 from tests.test_e2e import dm_payload, sign
 
@@ -61,7 +61,7 @@ async def test_store_fails_fast_while_redis_is_down_and_recovers_without_reopeni
         server.stop()
 
 
-class OutageWorld:
+class OutageWorld(BotAndX):
     def __init__(self, tmp: Path) -> None:
         self.redis = RedisServer(tmp / "redis", appendfsync="always")
         self.emulator_port, port, metrics_port = free_port(), free_port(), free_port()
@@ -73,15 +73,8 @@ class OutageWorld:
         })
         self.emulator = Emulator(tmp, self.emulator_port, self.daemon.webhook)
 
-    def start(self) -> OutageWorld:
-        self.daemon.start()
-        self.emulator.start()
-        self.emulator.wait_webhook_valid()
-        return self
-
     def stop(self) -> None:
-        self.daemon.stop()
-        self.emulator.stop()
+        super().stop()
         self.redis.stop()
 
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from catbot.emulator import (
     api_common,
     auth_routes,
+    chat,
     control,
     dm_api,
     errors,
@@ -120,6 +121,7 @@ def build_app(config: EmulatorConfig) -> web.Application:
     management_v1.add_routes(app)
     auth_routes.add_routes(app)
     control.add_routes(app)
+    chat.add_routes(app)
     app.cleanup_ctx.append(_lifecycle)
     return app
 

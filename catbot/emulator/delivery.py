@@ -171,6 +171,7 @@ class Deliverer:
         webhook.last_crc_status = outcome.status
         webhook.last_crc_error = outcome.error
         webhook.last_crc_at = time.time()
+        self._state.notify("webhooks", {})
         log.log(
             logging.INFO if changed else logging.DEBUG,
             "CRC webhook=%s ok=%s status=%s%s",
@@ -271,6 +272,7 @@ class Deliverer:
     ) -> DeliveryOutcome:
         """POST one body to its webhook if it may get events now; log the outcome."""
         webhook = self._state.webhooks.get(signed.webhook_id)
+        latency_ms: float | None = None
         if webhook is None:
             outcome = DeliveryOutcome(
                 None, None, f"webhook {signed.webhook_id} was deleted", posted=False
@@ -280,16 +282,20 @@ class Deliverer:
                 webhook.url, None, f"webhook invalid: {webhook.invalid_reason}", posted=False
             )
         else:
+            started = time.monotonic()
             outcome = await self.post(webhook.url, signed.body, signed.signature)
+            latency_ms = round((time.monotonic() - started) * 1000, 1)
         if duplicate:
             outcome = replace(outcome, duplicate=True)
-        self._state.delivery_log.append(
+        self._state.log_delivery(
             {
                 "at": time.time(),
                 "event_ids": list(event_ids),
                 **outcome.to_json(),
                 "webhook_id": signed.webhook_id,
                 "attempt": attempt,
+                # How long the webhook took to answer (None: nothing was POSTed).
+                "latency_ms": latency_ms,
             }
         )
         log.info(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
@@ -23,6 +23,10 @@ Direction = Literal["in", "out"]
 # Account Activity subscriptions get every event of the user; X Activity API subscriptions
 # name one event type each (e.g. "dm.received").
 SubscriptionKind = Literal["account_activity", "activity"]
+
+# Told about changes as they happen (the chat page's live updates): a topic ("message",
+# "delivery", "webhooks", "reset") and its JSON data. Called in the event loop; must not block.
+Listener = Callable[[str, dict[str, Any]], None]
 
 # Twitter's snowflake epoch, so generated ids look and sort like X's.
 _SNOWFLAKE_EPOCH_MS = 1288834974657
@@ -276,10 +280,19 @@ class EmulatorState:
     spreading: DeliverySpreading = field(default_factory=DeliverySpreading)
     # The configured DM budget, restored when an injected one is cleared.
     configured_dm_budget: tuple[int, float] | None = None
+    listeners: list[Listener] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.configured_dm_budget is None:
             self.configured_dm_budget = (self.dm_rate_limit, self.dm_rate_window)
+
+    def notify(self, topic: str, data: dict[str, Any]) -> None:
+        """Tell every listener about a change; a failing listener is dropped."""
+        for listener in list(self.listeners):
+            try:
+                listener(topic, data)
+            except Exception:
+                self.listeners.remove(listener)
 
     # --- users and messages ------------------------------------------------------------
 
@@ -319,6 +332,7 @@ class EmulatorState:
             media_ids=media_ids,
         )
         self.messages.append(message)
+        self.notify("message", message.to_json())
         return message
 
     def conversation(self, user_id: str | None) -> list[Message]:
@@ -331,6 +345,7 @@ class EmulatorState:
     def add_webhook(self, url: str, env_name: str | None = None) -> Webhook:
         webhook = Webhook(id=self.ids.next(), url=url, created_at=time.time(), env_name=env_name)
         self.webhooks[webhook.id] = webhook
+        self.notify("webhooks", {})
         return webhook
 
     def webhook_by_url(self, url: str) -> Webhook | None:
@@ -342,6 +357,7 @@ class EmulatorState:
         if webhook is not None:
             for sub in self.subscriptions_for_webhook(webhook_id):
                 del self.subscriptions[sub.id]
+            self.notify("webhooks", {})
         return webhook
 
     def add_subscription(
@@ -356,6 +372,7 @@ class EmulatorState:
         """Store without checks: the registry modules apply X's rules first."""
         sub = Subscription(self.ids.next(), webhook_id, user_id, kind, event_type, tag)
         self.subscriptions[sub.id] = sub
+        self.notify("webhooks", {})
         return sub
 
     def subscriptions_for_webhook(self, webhook_id: str) -> list[Subscription]:
@@ -401,6 +418,10 @@ class EmulatorState:
 
     # --- deliveries --------------------------------------------------------------------
 
+    def log_delivery(self, entry: dict[str, Any]) -> None:
+        self.delivery_log.append(entry)
+        self.notify("delivery", entry)
+
     def remember_bodies(self, event_ids: Iterable[str], bodies: tuple[SignedBody, ...]) -> None:
         for event_id in event_ids:
             self.sent_bodies[event_id] = bodies
@@ -419,3 +440,4 @@ class EmulatorState:
         self.request_log.clear()
         self.spreading.last_webhook_id = None
         self.spreading.planned = 0
+        self.notify("reset", {})

@@ -1,0 +1,164 @@
+"""The emulator's chat page: try the bot in a browser.
+
+- `GET /_emulator/chat`: the page (static HTML, CSS and JS from `static/`, no build step,
+  nothing loaded from elsewhere). It sends DMs through the control API (`POST /_emulator/dm`).
+- `GET /_emulator/static/{name}`: the page's files.
+- `GET /_emulator/events`: server-sent events. On connect one `snapshot` (the bot, users,
+  every DM, the webhooks with their subscriptions, the last deliveries); then `message` (a DM
+  either way), `delivery` (status, error and latency of each POST to a webhook), `webhooks`
+  (the registry or a CRC result changed) and `reset`. A comment every few seconds keeps
+  proxies and the browser from timing the stream out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from catbot.emulator.control import PREFIX
+from catbot.emulator.runtime import RUNTIME, Runtime
+
+STATIC_DIR = Path(__file__).with_name("static")
+CHAT_PATH = f"{PREFIX}/chat"
+EVENTS_PATH = f"{PREFIX}/events"
+_RECENT_DELIVERIES = 20
+# A connection whose browser stops reading is closed rather than buffered without end.
+_QUEUE_SIZE = 1_000
+_KEEPALIVE_SECONDS = 10.0
+_CONTENT_TYPES = {
+    ".html": "text/html",
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".svg": "image/svg+xml",
+}
+# Set at shutdown so open event streams end at once instead of holding the server up.
+_CLOSING = web.AppKey("catbot_emulator_chat_closing", asyncio.Event)
+
+
+def _users_json(runtime: Runtime, ids: Iterable[str] | None = None) -> list[dict[str, str]]:
+    users = runtime.state.users
+    chosen = users.values() if ids is None else [users[i] for i in ids if i in users]
+    return [{"id": u.id, "name": u.name, "screen_name": u.screen_name} for u in chosen]
+
+
+def webhooks_json(runtime: Runtime) -> list[dict[str, Any]]:
+    state = runtime.state
+    hooks = []
+    for webhook in state.webhooks.values():
+        data = webhook.to_json()
+        data["subscriptions"] = [s.to_json() for s in state.subscriptions_for_webhook(webhook.id)]
+        hooks.append(data)
+    return hooks
+
+
+def snapshot(runtime: Runtime) -> dict[str, Any]:
+    state = runtime.state
+    recent = list(state.delivery_log)[-_RECENT_DELIVERIES:]
+    return {
+        "bot": {
+            "id": state.bot_user_id,
+            "name": state.users[state.bot_user_id].name
+            if state.bot_user_id in state.users
+            else "bot",
+        },
+        "users": _users_json(runtime),
+        "messages": [m.to_json() for m in state.messages],
+        "webhooks": webhooks_json(runtime),
+        "deliveries": recent,
+        "max_text_length": runtime.config.max_text_length,
+    }
+
+
+def _frame(topic: str, data: dict[str, Any]) -> bytes:
+    return f"event: {topic}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def get_events(request: web.Request) -> web.StreamResponse:
+    runtime = request.app[RUNTIME]
+    state = runtime.state
+    closing = request.app[_CLOSING]
+    queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue(_QUEUE_SIZE)
+
+    def listen(topic: str, data: dict[str, Any]) -> None:
+        if topic == "message":
+            # The page names friends it has not seen yet.
+            parties = (data["sender_id"], data["recipient_id"])
+            data = {**data, "users": _users_json(runtime, parties)}
+        elif topic == "webhooks":
+            data = {"webhooks": webhooks_json(runtime)}
+        try:
+            queue.put_nowait((topic, data))
+        except asyncio.QueueFull:
+            with contextlib.suppress(asyncio.QueueEmpty):
+                queue.get_nowait()
+            queue.put_nowait(None)  # too far behind: end this stream, the browser reconnects
+
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    await response.prepare(request)
+    state.listeners.append(listen)
+    closed = asyncio.ensure_future(closing.wait())
+    try:
+        await response.write(b"retry: 1000\n\n" + _frame("snapshot", snapshot(runtime)))
+        while not closing.is_set():
+            getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait(
+                {getter, closed}, timeout=_KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            )
+            if getter not in done:
+                getter.cancel()
+                if not closing.is_set():
+                    await response.write(b": keep-alive\n\n")
+                continue
+            item = getter.result()
+            if item is None:
+                break
+            await response.write(_frame(*item))
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        closed.cancel()
+        with contextlib.suppress(ValueError):
+            state.listeners.remove(listen)
+    return response
+
+
+async def get_chat(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC_DIR / "chat.html", headers={"Cache-Control": "no-cache"})
+
+
+async def get_static(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    path = STATIC_DIR / name
+    content_type = _CONTENT_TYPES.get(path.suffix)
+    # Only plain file names of known kinds: no traversal, no directory listings.
+    if "/" in name or name.startswith(".") or content_type is None or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(
+        path,
+        headers={"Content-Type": f"{content_type}; charset=utf-8", "Cache-Control": "no-cache"},
+    )
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    app[_CLOSING].set()
+
+
+def add_routes(app: web.Application) -> None:
+    app[_CLOSING] = asyncio.Event()
+    app.on_shutdown.append(_on_shutdown)
+    r = app.router
+    r.add_get(CHAT_PATH, get_chat)
+    r.add_get(f"{PREFIX}/static/{{name}}", get_static)
+    r.add_get(EVENTS_PATH, get_events)

@@ -1,0 +1,295 @@
+// The emulator's chat page: play a friend DMing the bot, watch replies and deliveries live.
+// Plain JS, no build step. Live updates come from server-sent events (/_emulator/events);
+// DMs go through the control API (POST /_emulator/dm).
+"use strict";
+
+(() => {
+  const PREFIX = "/_emulator";
+  const MAX_DELIVERIES = 20;
+  const $ = (id) => document.getElementById(id);
+
+  const state = {
+    bot: { id: "", name: "bot" },
+    friends: new Map(), // id -> name
+    messages: new Map(), // id -> message
+    selected: null,
+    deliveries: [],
+    maxText: 10000,
+  };
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else node.setAttribute(key, value);
+    }
+    for (const child of children) {
+      if (child !== null && child !== undefined) {
+        node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+      }
+    }
+    return node;
+  }
+
+  function clock(ms) {
+    const date = new Date(Number(ms));
+    return isNaN(date) ? "" : date.toLocaleTimeString([], { hour12: false });
+  }
+
+  // --- friends ---------------------------------------------------------------------------
+
+  function addFriend(id, name) {
+    if (!id || id === state.bot.id) return;
+    const known = state.friends.get(id);
+    if (known === undefined || (name && known !== name)) {
+      state.friends.set(id, name || known || `User ${id}`);
+      renderFriends();
+    }
+  }
+
+  function renderFriends() {
+    const list = $("friend-list");
+    list.replaceChildren();
+    if (state.friends.size === 0) {
+      list.append(el("li", { class: "muted", text: "No friends yet: add one below." }));
+    }
+    for (const [id, name] of state.friends) {
+      const button = el("button", {
+        type: "button", "data-user-id": id, "aria-pressed": String(id === state.selected),
+      }, name, el("span", { class: "fid", text: `id ${id}` }));
+      button.addEventListener("click", () => select(id));
+      list.append(el("li", {}, button));
+    }
+  }
+
+  function select(id) {
+    state.selected = id;
+    renderFriends();
+    const name = state.friends.get(id);
+    $("chat-with").textContent = `Chatting as ${name} (id ${id}).`;
+    $("send").disabled = false;
+    renderConversation();
+    $("message-text").focus();
+  }
+
+  // --- conversation ----------------------------------------------------------------------
+
+  function messageItem(m) {
+    const fromBot = m.sender_id === state.bot.id;
+    const who = fromBot ? state.bot.name : state.friends.get(m.sender_id) || m.sender_id;
+    return el("li", { class: `msg ${fromBot ? "out" : "in"}`, "data-message-id": m.id,
+                      "data-direction": fromBot ? "out" : "in" },
+      el("span", { class: "who", text: who }),
+      el("span", { class: "text", text: m.text }),
+      el("time", { text: clock(m.created_timestamp) }));
+  }
+
+  function inConversation(m) {
+    return state.selected !== null &&
+      (m.sender_id === state.selected || m.recipient_id === state.selected);
+  }
+
+  function scrollDown() {
+    const log = $("conversation");
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function renderConversation() {
+    const log = $("conversation");
+    log.replaceChildren();
+    const mine = [...state.messages.values()].filter(inConversation);
+    mine.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+    for (const m of mine) log.append(messageItem(m));
+    scrollDown();
+  }
+
+  function addMessage(m) {
+    if (state.messages.has(m.id)) return;
+    state.messages.set(m.id, m);
+    const friend = m.sender_id === state.bot.id ? m.recipient_id : m.sender_id;
+    addFriend(friend);
+    if (inConversation(m)) {
+      $("conversation").append(messageItem(m));
+      scrollDown();
+    }
+  }
+
+  // --- webhook state and deliveries ------------------------------------------------------
+
+  function renderWebhooks(hooks) {
+    const box = $("webhooks");
+    box.replaceChildren();
+    if (!hooks.length) {
+      box.append(el("p", { class: "muted", text: "No webhook registered." }));
+      return;
+    }
+    for (const h of hooks) {
+      const crc = h.last_crc_at
+        ? `${h.last_crc_status ?? "no answer"} at ${new Date(h.last_crc_at).toLocaleTimeString([], { hour12: false })}`
+        : "none yet";
+      const subs = h.subscriptions || [];
+      const subText = subs.length
+        ? subs.map((s) => `${s.kind === "activity" ? s.event_type + " for " : ""}${s.user_id === state.bot.id ? "the bot, " : ""}user ${s.user_id}`).join(", ")
+        : "none";
+      box.append(el("div", { class: "hook", "data-webhook-id": h.id },
+        el("dl", {},
+          el("dt", { text: "URL" }), el("dd", { text: h.url }),
+          el("dt", { text: "Valid" }),
+          el("dd", { class: h.valid ? "ok" : "bad", "data-field": "valid",
+                     text: h.valid ? "✓ valid" : `✗ invalid${h.last_crc_error ? ": " + h.last_crc_error : ""}` }),
+          el("dt", { text: "Last CRC" }), el("dd", { text: crc }),
+          el("dt", { text: "Subscriptions" }), el("dd", { "data-field": "subscriptions", text: subText }))));
+    }
+  }
+
+  function renderDeliveries() {
+    const body = $("delivery-rows");
+    body.replaceChildren();
+    if (!state.deliveries.length) {
+      body.append(el("tr", {}, el("td", { colspan: "4", class: "muted", text: "None yet." })));
+    }
+    for (const d of state.deliveries) {
+      const ok = d.status !== null && d.status >= 200 && d.status < 300;
+      let status = d.status !== null ? String(d.status) : (d.held ? "held" : "failed");
+      if (d.duplicate) status += " (dup)";
+      const row = el("tr", { class: "delivery" },
+        el("td", { class: "num", text: clock(d.at * 1000) }),
+        el("td", { class: ok ? "ok" : "bad", title: d.error || "", text: status }),
+        el("td", { class: "num", text: d.latency_ms === null || d.latency_ms === undefined ? "—" : `${d.latency_ms} ms` }),
+        el("td", { text: describeEvents(d.event_ids || []) }));
+      body.append(row);
+    }
+  }
+
+  function describeEvents(ids) {
+    if (!ids.length) return "—";
+    const names = ids.map((id) => {
+      const m = state.messages.get(id);
+      if (!m) return "event";
+      if (m.sender_id === state.bot.id) return "bot's DM (echo)";
+      return `DM from ${state.friends.get(m.sender_id) || m.sender_id}`;
+    });
+    return names.length > 2 ? `${names.length} events` : names.join(", ");
+  }
+
+  function addDelivery(d) {
+    state.deliveries.unshift(d);
+    state.deliveries.length = Math.min(state.deliveries.length, MAX_DELIVERIES);
+    renderDeliveries();
+  }
+
+  // --- live updates ----------------------------------------------------------------------
+
+  function onSnapshot(data) {
+    state.bot = data.bot;
+    state.maxText = data.max_text_length || state.maxText;
+    $("message-text").maxLength = state.maxText;
+    for (const u of data.users) addFriend(u.id, u.name);
+    state.messages.clear();
+    for (const m of data.messages) addMessage(m);
+    if (state.selected === null && state.friends.size) select(state.friends.keys().next().value);
+    else renderConversation();
+    renderWebhooks(data.webhooks);
+    state.deliveries = data.deliveries.slice().reverse();
+    renderDeliveries();
+  }
+
+  function connect() {
+    const badge = $("connection");
+    const source = new EventSource(`${PREFIX}/events`);
+    const on = (topic, handler) =>
+      source.addEventListener(topic, (event) => handler(JSON.parse(event.data)));
+    source.addEventListener("open", () => {
+      badge.textContent = "Live";
+      badge.className = "badge live";
+    });
+    source.addEventListener("error", () => {
+      badge.textContent = "Reconnecting…";
+      badge.className = "badge down";
+    });
+    on("snapshot", onSnapshot);
+    on("message", (data) => {
+      for (const u of data.users || []) addFriend(u.id, u.name);
+      addMessage(data);
+    });
+    on("delivery", addDelivery);
+    on("webhooks", (data) => renderWebhooks(data.webhooks));
+    on("reset", () => {
+      state.messages.clear();
+      state.deliveries = [];
+      renderConversation();
+      renderDeliveries();
+    });
+  }
+
+  // Subscriptions removed through X's routes send no event: refresh now and then.
+  async function refreshWebhooks() {
+    try {
+      const answer = await fetch(`${PREFIX}/webhooks`);
+      if (answer.ok) renderWebhooks((await answer.json()).webhooks);
+    } catch (_) { /* the event stream shows the connection state */ }
+  }
+
+  // --- forms -----------------------------------------------------------------------------
+
+  function wireForms() {
+    $("friend-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const id = $("friend-id").value.trim();
+      const name = $("friend-name").value.trim();
+      const error = $("friend-error");
+      if (!/^[0-9]{1,19}$/.test(id)) { error.textContent = "The user id must be 1 to 19 digits."; return; }
+      if (id === state.bot.id) { error.textContent = "That id is the bot itself."; return; }
+      if (!name || name.length > 50) { error.textContent = "Give a name of 1 to 50 characters."; return; }
+      error.textContent = "";
+      state.friends.set(id, name);
+      $("friend-id").value = "";
+      $("friend-name").value = "";
+      select(id);
+    });
+
+    $("dm-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const input = $("message-text");
+      const error = $("dm-error");
+      const text = input.value;
+      if (state.selected === null) { error.textContent = "Pick or add a friend first."; return; }
+      if (!text.trim()) { error.textContent = "Type a message first."; return; }
+      error.textContent = "";
+      $("send").disabled = true;
+      try {
+        const answer = await fetch(`${PREFIX}/dm`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({
+            sender_id: state.selected, sender_name: state.friends.get(state.selected), text,
+          }),
+        });
+        const data = await answer.json();
+        if (!answer.ok) {
+          error.textContent = data.error || `The emulator answered HTTP ${answer.status}.`;
+        } else {
+          input.value = "";
+          const failed = (data.deliveries || []).filter((d) => !d.held && !(d.status >= 200 && d.status < 300));
+          if (!(data.deliveries || []).length) error.textContent = "No webhook got this DM (none valid and subscribed).";
+          else if (failed.length) error.textContent = `Delivery failed: ${failed[0].error || "HTTP " + failed[0].status}.`;
+        }
+      } catch (exc) {
+        error.textContent = `Could not reach the emulator: ${exc}`;
+      } finally {
+        $("send").disabled = false;
+        input.focus();
+      }
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("send").disabled = true;
+    renderFriends();
+    renderDeliveries();
+    wireForms();
+    connect();
+    setInterval(refreshWebhooks, 5000);
+  });
+})();
