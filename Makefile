@@ -101,3 +101,12 @@ image: wheels
 # a DM answered end to end and a clean SIGTERM stop. Also part of `make test`.
 image-test: install
 	$(BIN)/pytest -p no:cacheprovider tests/test_image.py
+
+# --- Benchmarks (issue 7; docs/performance.md) -------------------------------------------
+# `make bench` takes a few minutes and prints the table; BENCH_ARGS=--quick for about one.
+# Needs wrk (apt-get install wrk) and redis-server (for the Redis row).
+.PHONY: bench
+BENCH_ARGS ?=
+bench: install redis-server
+	@command -v wrk >/dev/null 2>&1 || { echo "wrk is missing: apt-get install wrk" >&2; exit 1; }
+	$(BIN)/python -m bench.run $(BENCH_ARGS)

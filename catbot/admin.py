@@ -73,13 +73,10 @@ async def connect(settings: Settings) -> AsyncIterator[tuple[WebhookManager, Set
     bot_id = settings.bot_user_id
     timeout = aiohttp.ClientTimeout(total=settings.send_timeout_seconds)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        manager = management_for(settings.x_api, credentials, session, settings.x_api_base,
-                                 bot_id or "", settings.x_env_name)
+        manager = management_for(settings, credentials, session)
         if not bot_id and settings.x_api == "activity":
             # The X Activity API filters by user id; ask X whose token this is.
-            manager = management_for(settings.x_api, credentials, session,
-                                     settings.x_api_base, await manager.whoami(),
-                                     settings.x_env_name)
+            manager = management_for(settings, credentials, session, await manager.whoami())
         yield manager, settings
 
 

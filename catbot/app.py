@@ -95,7 +95,8 @@ class Daemon:
             facts = self._facts(session)
             stack.push_async_callback(facts.aclose)
 
-            policy = Policy.build(s.cooldown_seconds, s.daily_cap, s.trigger, s.reply_suffix)
+            policy = Policy.build(s.cooldown_seconds, s.daily_cap, s.trigger, s.reply_suffix,
+                                  language=s.language)
             self.outbox = outbox = Outbox(
                 store=self.store,
                 sender=DMSender(self.credentials, session, s.x_api, s.x_api_base),
@@ -122,6 +123,7 @@ class Daemon:
                     max_body_bytes=s.max_body_bytes,
                     store_timeout_seconds=s.store_timeout_seconds,
                     body_timeout_seconds=s.body_timeout_seconds,
+                    reply_to_mentions=s.reply_to_mentions,
                 ),
                 SignatureVerifier(s.signing_secrets()),
                 self.store,
@@ -223,8 +225,7 @@ class Daemon:
     async def check_webhook(self, session: aiohttp.ClientSession) -> None:
         """Ask X whether the webhook at CATBOT_PUBLIC_URL is valid; remember the answer."""
         s = self.settings
-        manager = management_for(s.x_api, self.credentials, session, s.x_api_base,
-                                 s.bot_user_id or "", s.x_env_name)
+        manager = management_for(s, self.credentials, session)
         hooks = [h for h in await manager.list_webhooks() if h.url == s.public_url]
         self.webhook_valid = bool(hooks) and all(h.valid for h in hooks)
         self.metrics.webhook_valid.set(1 if self.webhook_valid else 0)

@@ -91,9 +91,13 @@ class Settings(BaseSettings):
 
     # What the bot says.
     cooldown_seconds: float = Field(default=10.0, ge=0)
+    # Answer public posts that mention the bot with a public reply (same rules as DMs).
+    reply_to_mentions: bool = False
     daily_cap: int = Field(default=50, ge=1)
     trigger: str | None = None
     reply_suffix: str = ""
+    # auto: answer in the language of each message; en or zh: always that language.
+    language: Literal["auto", "en", "zh"] = "auto"
     facts_url: str | None = None
     facts_timeout_seconds: float = Field(default=2.0, gt=0)
     facts_cache_seconds: float = Field(default=300.0, ge=0)

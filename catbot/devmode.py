@@ -330,8 +330,7 @@ class DevMode:
         Done before the tunnel opens, so bad credentials fail in a second, not after ngrok.
         """
         s = self.settings
-        probe = management_for(s.x_api, self.credentials, session, s.x_api_base,
-                               self.bot_user_id or "", s.x_env_name)
+        probe = management_for(s, self.credentials, session, self.bot_user_id)
         try:
             who = await probe.whoami()
         except XApiError as exc:
@@ -342,8 +341,7 @@ class DevMode:
         if self.bot_user_id is not None and who != self.bot_user_id:
             log.warning("bot_user_id_mismatch", token_prefix=self.bot_user_id, x_says=who)
         self.bot_user_id = who
-        return management_for(s.x_api, self.credentials, session, s.x_api_base, who,
-                              s.x_env_name)
+        return management_for(s, self.credentials, session, who)
 
     async def _tunnelled(self, manager: WebhookManager, stop: asyncio.Event) -> int:
         s = self.settings

@@ -2,19 +2,43 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True)
 class InboundDM:
-    """One direct message sent to the bot, as accepted by the webhook."""
+    """One message to the bot, as accepted by the webhook: a direct message, or (kind
+    "mention") a public post mentioning the bot, answered with a public reply to `tweet_id`."""
 
     event_id: str
     sender_id: str
     recipient_id: str
     for_user_id: str
     text: str
-    created_at: float  # epoch seconds, from X's created_timestamp
+    created_at: float  # epoch seconds, from X's timestamp
+    kind: str = "dm"  # "dm" or "mention"
+    tweet_id: str | None = None
+
+    def to_json(self) -> str:
+        """The stored form (both stores keep the same JSON)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, payload: str | bytes) -> InboundDM:
+        data = json.loads(payload)
+        tweet_id = data.get("tweet_id")
+        return cls(
+            event_id=str(data["event_id"]),
+            sender_id=str(data["sender_id"]),
+            recipient_id=str(data["recipient_id"]),
+            for_user_id=str(data["for_user_id"]),
+            text=str(data["text"]),
+            created_at=float(data["created_at"]),
+            # Jobs stored before mentions existed are DMs.
+            kind=str(data.get("kind", "dm")),
+            tweet_id=None if tweet_id is None else str(tweet_id),
+        )
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,9 @@ class Metrics:
             "catbot_decisions", "What the bot decided for each DM", ["reason"], registry=r
         )
         self.dms_sent = Counter(
-            "catbot_dms_sent", "DM send attempts that ended, by outcome", ["outcome"], registry=r
+            "catbot_dms_sent",
+            "Replies (DMs, and public replies to mentions) that ended, by outcome",
+            ["outcome"], registry=r,
         )
         self.send_seconds = Histogram(
             "catbot_dm_send_seconds", "Latency of one DM send request to X",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -25,7 +26,7 @@ from tenacity import (
 from catbot.brain import Action, Decision, Policy, decide, fact_length_budget, render
 from catbot.facts import FactSource
 from catbot.logs import get_logger
-from catbot.models import Job
+from catbot.models import InboundDM, Job
 from catbot.observability import Metrics
 from catbot.ratelimit import RateGate, SendBudget
 from catbot.store import Store
@@ -173,7 +174,8 @@ class Outbox:
     async def _handle(self, job: Job) -> None:
         event = job.event
         state = await self.store.get_user(event.sender_id)
-        decision = decide(event.text, state, self.clock(), self.policy)
+        text = strip_mentions(event.text) if event.kind == "mention" else event.text
+        decision = decide(text, state, self.clock(), self.policy)
         self.metrics.decisions.labels(decision.reason).inc()
         log.info("decided", event_id=event.event_id, reason=decision.reason)
 
@@ -185,7 +187,7 @@ class Outbox:
         text = render(decision, fact_text, self.policy)
 
         try:
-            sent = await self.deliver(event.sender_id, text)
+            sent = await self.deliver(event, text)
         except PermanentSendError as exc:
             await self._dead_letter(job, decision, str(exc))
         except (TransientSendError, AppSendError) as exc:
@@ -197,7 +199,8 @@ class Outbox:
         if decision.action is not Action.FACT:
             return decision, None
         fact, seen = await self.facts.fact_for(
-            decision.state.seen_facts, fact_length_budget(self.policy)
+            decision.state.seen_facts, fact_length_budget(self.policy),
+            language=decision.language,
         )
         return replace(decision, state=replace(decision.state, seen_facts=seen)), fact.text
 
@@ -230,7 +233,7 @@ class Outbox:
 
     # Sending ------------------------------------------------------------------------------
 
-    async def deliver(self, recipient_id: str, text: str) -> SentDM:
+    async def deliver(self, event: InboundDM, text: str) -> SentDM:
         """Send one DM: retry transient failures, wait out rate limits without counting."""
         while True:
             retrying = AsyncRetrying(
@@ -246,13 +249,13 @@ class Outbox:
             try:
                 async for attempt in retrying:
                     with attempt:
-                        return await self._attempt(recipient_id, text)
+                        return await self._attempt(event, text)
             except RateLimited:
                 # The gate is already closed; the loop waits at it, attempts start afresh.
                 self.metrics.rate_limit_waits.labels("x_429").inc()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _attempt(self, recipient_id: str, text: str) -> SentDM:
+    async def _attempt(self, event: InboundDM, text: str) -> SentDM:
         is_probe, waited = await self.gate.acquire()
         passed = False
         try:
@@ -262,7 +265,10 @@ class Outbox:
             self.metrics.rate_limit_wait_seconds.inc(waited + budget_wait)
             started = time.perf_counter()
             try:
-                sent = await self.sender.send(recipient_id, text)
+                if event.kind == "mention" and event.tweet_id:
+                    sent = await self.sender.reply_to_post(event.tweet_id, text)
+                else:
+                    sent = await self.sender.send(event.sender_id, text)
             except RateLimited as exc:
                 # Close before reporting the probe, so no waiter slips through meanwhile.
                 reset_at = exc.reset_at or (
@@ -287,6 +293,14 @@ class Outbox:
         exc = outcome.exception() if outcome is not None else None
         self.metrics.retries.labels(getattr(exc, "cause", "error")).inc()
         log.info("send_retry", attempt=state.attempt_number, error=str(exc))
+
+
+def strip_mentions(text: str) -> str:
+    """A post's words without the @handles in front ("@catbot stop" is the command stop)."""
+    return _LEADING_MENTIONS.sub("", text)
+
+
+_LEADING_MENTIONS = re.compile(r"^(?:\s*@\w+)+\s*")
 
 
 def _reason_label(reason: str) -> str:

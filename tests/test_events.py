@@ -149,7 +149,6 @@ def test_missing_message_data_gives_empty_text() -> None:
     [
         ("direct_message_indicate_typing_events", "typing"),
         ("direct_message_mark_read_events", "read"),
-        ("tweet_create_events", "tweet_create"),
         ("favorite_events", "favorite"),
         ("follow_events", "follow"),
         ("block_events", "block"),
@@ -182,13 +181,12 @@ def test_replay_job_status_ignored() -> None:
     assert delivery.ignored == [("replay_job_status", "ignored")]
 
 
-def test_tweet_create_with_user_has_blocked_as_string_or_bool() -> None:
-    for value in ("true", True, "false", False):
-        body = {"for_user_id": BOT, "user_has_blocked": value,
-                "tweet_create_events": [{"id_str": "1", "text": "@catbot hi"}]}
-        delivery = parse_delivery(body)
-        assert delivery.ignored == [("tweet_create", "ignored")]
-        assert delivery.direct_messages == []
+def test_tweet_create_events_that_are_not_tweets_are_malformed() -> None:
+    # Real tweets become mentions (tests/test_mentions.py); junk is counted, never answered.
+    body = {"for_user_id": BOT, "tweet_create_events": [{"a": 1}, {"id_str": "1"}]}
+    delivery = parse_delivery(body)
+    assert delivery.ignored == [("tweet_create", "malformed")] * 2
+    assert delivery.mentions == [] and delivery.direct_messages == []
 
 
 def test_mixed_arrays_dms_and_ignored() -> None:

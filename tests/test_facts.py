@@ -34,6 +34,7 @@ from catbot.facts import (
     load_corpus,
     pick_unseen,
 )
+from catbot.facts import corpus as corpus_module
 from catbot.facts import remote as remote_module
 
 CORPUS_FILE = Path(catbot.facts.__file__).parent / "corpus.txt"
@@ -94,25 +95,33 @@ def test_corpus_has_no_near_duplicates() -> None:
 
 def test_load_corpus_is_cached() -> None:
     assert load_corpus() is load_corpus()
+    assert load_corpus() is load_corpus("en")
+    assert load_corpus("zh") is load_corpus("zh")
 
 
 @pytest.fixture
 def fresh_corpus_cache() -> Iterator[None]:
-    load_corpus.cache_clear()
+    corpus_module._read_corpus.cache_clear()
     yield
-    load_corpus.cache_clear()
+    corpus_module._read_corpus.cache_clear()
 
 
 @pytest.mark.usefixtures("fresh_corpus_cache")
+@pytest.mark.parametrize("language", ["en", "zh"])
 @pytest.mark.parametrize("content", [None, "", "\n  \n\n"])
 def test_load_corpus_missing_or_empty_raises(
-    content: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    content: str | None, language: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if content is not None:
-        (tmp_path / "corpus.txt").write_text(content, encoding="utf-8")
+        (tmp_path / corpus_module.CORPUS_FILES[language]).write_text(content, encoding="utf-8")
     monkeypatch.setattr(importlib.resources, "files", lambda _package: tmp_path)
     with pytest.raises(RuntimeError):
-        load_corpus()
+        load_corpus(language)
+
+
+def test_load_corpus_unknown_language() -> None:
+    with pytest.raises(ValueError):
+        load_corpus("fr")
 
 
 # --- pick_unseen ----------------------------------------------------------------------
@@ -569,3 +578,68 @@ async def test_remote_without_outcome_callback_and_aclose_keeps_session(
     assert fact.id.startswith("r:")
     await source.aclose()
     assert not session.closed
+
+
+# --- languages ------------------------------------------------------------------------
+
+
+async def test_corpus_source_serves_each_language_from_its_corpus() -> None:
+    source = CorpusSource(rng=random.Random(5))
+    assert source.languages == ("en", "zh")
+    assert source.facts == load_corpus()
+    assert source.facts_in("zh") == load_corpus("zh")
+    seen: frozenset[str] = frozenset()
+    zh, seen = await source.fact_for(seen, 280, language="zh")
+    en, seen = await source.fact_for(seen, 280)
+    assert zh in load_corpus("zh")
+    assert en in load_corpus()
+    assert seen == {zh.id, en.id}
+    with pytest.raises(ValueError):
+        await source.fact_for(frozenset(), 280, language="fr")
+
+
+async def test_corpus_source_with_one_fact_set_serves_it_for_every_language() -> None:
+    facts = make_facts(2)
+    source = CorpusSource(facts, random.Random(0))
+    assert source.languages is None
+    fact, _ = await source.fact_for(frozenset(), 280, language="zh")
+    assert fact in facts
+
+
+async def test_corpus_source_with_a_mapping() -> None:
+    en, zh = make_facts(2), [Fact("c:" + sha12(t), t) for t in ("一。", "二。")]
+    source = CorpusSource({"en": en, "zh": zh}, random.Random(0))
+    assert source.facts == tuple(en)
+    assert (await source.fact_for(frozenset(), 280, "zh"))[0] in zh
+    with pytest.raises(ValueError):
+        source.facts_in("fr")
+    with pytest.raises(ValueError):
+        CorpusSource({"en": en, "zh": []})
+    with pytest.raises(ValueError):
+        CorpusSource({})
+
+
+ZH_FALLBACK = [Fact("c:" + sha12(t), t) for t in ("猫会打呼噜。", "猫爱晒太阳。")]
+
+
+async def test_remote_serves_other_languages_from_the_corpus_without_a_request(
+    api: tuple[CatApi, str], session: aiohttp.ClientSession
+) -> None:
+    cat_api, url = api
+    outcomes: list[str] = []
+    source = RemoteSource(url, session, CorpusSource({"en": FALLBACK, "zh": ZH_FALLBACK}),
+                          on_outcome=outcomes.append)
+    seen: frozenset[str] = frozenset()
+    zh, seen = await source.fact_for(seen, 200, language="zh")
+    assert zh in ZH_FALLBACK
+    assert cat_api.requests == []
+    assert outcomes == ["corpus"]
+    en, seen = await source.fact_for(seen, 200, language="en")
+    assert en.id.startswith("r:")
+    assert outcomes == ["corpus", "remote"]
+    assert seen == {zh.id, en.id}
+    # An English fallback stays English.
+    cat_api.mode = "500"
+    source2 = RemoteSource(url, session, CorpusSource({"en": FALLBACK, "zh": ZH_FALLBACK}))
+    fact, _ = await source2.fact_for(frozenset(), 200)
+    assert fact in FALLBACK

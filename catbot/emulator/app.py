@@ -24,6 +24,7 @@ from catbot.emulator import (
     management_activity,
     management_v1,
     management_v2,
+    tweets_api,
 )
 from catbot.emulator.config import EmulatorConfig
 from catbot.emulator.delivery import Deliverer
@@ -116,6 +117,7 @@ def build_app(config: EmulatorConfig) -> web.Application:
     for url in config.webhook_urls:
         add_startup_webhook(runtime, url)
     dm_api.add_routes(app)
+    tweets_api.add_routes(app)
     management_v2.add_routes(app)
     management_activity.add_routes(app)
     management_v1.add_routes(app)

@@ -1,13 +1,16 @@
 """The emulator's chat page: try the bot in a browser.
 
 - `GET /_emulator/chat`: the page (static HTML, CSS and JS from `static/`, no build step,
-  nothing loaded from elsewhere). It sends DMs through the control API (`POST /_emulator/dm`).
+  nothing loaded from elsewhere). It sends DMs through the control API (`POST /_emulator/dm`)
+  and public mentions of the bot through `POST /_emulator/mention`.
 - `GET /_emulator/static/{name}`: the page's files.
 - `GET /_emulator/events`: server-sent events. On connect one `snapshot` (the bot, users,
-  every DM, the webhooks with their subscriptions, the last deliveries); then `message` (a DM
-  either way), `delivery` (status, error and latency of each POST to a webhook), `webhooks`
-  (the registry or a CRC result changed) and `reset`. A comment every few seconds keeps
-  proxies and the browser from timing the stream out.
+  every DM, every public post, the webhooks with their subscriptions, the last deliveries);
+  then `message` (a DM either way), `post` (a public post: a mention or the bot's post, with
+  `users` naming its author and the users it involves), `delivery` (status, error and
+  latency of each POST to a webhook), `webhooks` (the registry or a CRC result changed) and
+  `reset`. A comment every few seconds keeps proxies and the browser from timing the stream
+  out.
 """
 
 from __future__ import annotations
@@ -66,9 +69,13 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
             "name": state.users[state.bot_user_id].name
             if state.bot_user_id in state.users
             else "bot",
+            "screen_name": state.users[state.bot_user_id].screen_name
+            if state.bot_user_id in state.users
+            else "bot",
         },
         "users": _users_json(runtime),
         "messages": [m.to_json() for m in state.messages],
+        "posts": [p.to_json() for p in state.posts],
         "webhooks": webhooks_json(runtime),
         "deliveries": recent,
         "max_text_length": runtime.config.max_text_length,
@@ -90,6 +97,14 @@ async def get_events(request: web.Request) -> web.StreamResponse:
             # The page names friends it has not seen yet.
             parties = (data["sender_id"], data["recipient_id"])
             data = {**data, "users": _users_json(runtime, parties)}
+        elif topic == "post":
+            involved: list[str] = [data["author_id"]]
+            post = state.post_by_id(data["id"])
+            if post is not None:
+                if post.in_reply_to_user_id is not None:
+                    involved.append(post.in_reply_to_user_id)
+                involved.extend(post.mentioned_ids)
+            data = {**data, "users": _users_json(runtime, dict.fromkeys(involved))}
         elif topic == "webhooks":
             data = {"webhooks": webhooks_json(runtime)}
         try:

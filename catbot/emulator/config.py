@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-from catbot.emulator.state import DELIVERY_MODES, DeliveryMode
+from catbot.emulator.state import BOT_ACTIVITY_EVENT_TYPES, DELIVERY_MODES, DeliveryMode
 
 __all__ = ["DELIVERY_MODES", "ConfigError", "DeliveryMode", "EmulatorConfig", "config_from_env"]
 from catbot.emulator.urls import webhook_url_problem
@@ -175,7 +175,8 @@ class EmulatorConfig:
                 f"{hooks} --webhook-url given but the tier allows {self.max_webhooks} "
                 "webhook(s); raise --max-webhooks"
             )
-        per_hook = 2 if self.api == "activity" else 1  # activity: dm.received + dm.sent
+        # activity: dm.received, dm.sent and post.mention.create
+        per_hook = len(BOT_ACTIVITY_EVENT_TYPES) if self.api == "activity" else 1
         if hooks * per_hook > self.max_subscriptions:
             yield (
                 f"start-up webhooks need {hooks * per_hook} subscriptions but the tier "

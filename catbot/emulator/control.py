@@ -8,13 +8,26 @@ Users and traffic:
   the bot; answers `{"event_id", "deliveries": [{"url", "status", "error"}]}` (first attempts;
   `"held": true` when the reorder fault holds them, `"duplicate": true` on copies).
 - `POST /dm_batch` `{"messages": [...]}`: one delivery holding several events.
-- `POST /redeliver` `{"event_id"}`: the same bytes again. `POST /deliver_raw` `{"body"}` or
+- `POST /mention` `{"sender_id", "text", "sender_name"?, "user_has_blocked"?: bool or
+  "true"/"false", "retweet"?: bool, "in_reply_to_tweet_id"?}`: that user posts publicly
+  naming the bot (`@<bot screen name> ` is put in front when the text does not name it;
+  280 characters at most); `retweet` makes it a retweet ("RT @user: text", with
+  `retweeted_status`). Answers `{"tweet_id", "deliveries"}` like `/dm`. Delivered as
+  `tweet_create_events` (Account Activity, `user_has_blocked` passed through as given,
+  false when absent) and `post.mention.create` (X Activity API); shapes in
+  `catbot.emulator.posts`.
+- `GET /posts[?user_id=]`: the public thread, oldest first: `{"posts": [{"id", "author_id",
+  "text", "in_reply_to_tweet_id", "created_at", "conversation_id", "retweeted_status_id"}]}`
+  (mentions and the bot's posts through `POST /2/tweets`).
+- `POST /redeliver` `{"event_id"}` (a DM event id or a post's `tweet_id`): the same bytes
+  again. `POST /deliver_raw` `{"body"}` or
   `{"body_text"}`, `"sign"`, `"signature"`: arbitrary bodies to the webhooks.
 - `GET /messages[?user_id=]`, `GET /stats`, `GET /deliveries` (outgoing POSTs, with
   `webhook_id` and `attempt`), `GET /requests[?route=dm&since=<epoch s>]` (X API requests:
   `at` arrival, `answered_at`, `method`, `path`, `route` (`dm`, `webhooks`, `auth`, `other`),
-  `status` (null when the connection was dropped), `outcome` for DM sends: `sent`,
-  `rate_limited`, `failed`, `forbidden`, `dropped`, `invalid`, `unauthorized`).
+  `status` (null when the connection was dropped), `outcome` for DM sends and posts:
+  `sent`, `rate_limited`, `failed`, `forbidden`, `dropped`, `invalid`, `unauthorized`;
+  `route=tweets` for `POST /2/tweets`).
 - `POST /reset`: forget traffic (held deliveries too), faults, counters and budgets
   (webhooks, subscriptions and the delivery mode stay).
 
@@ -46,7 +59,10 @@ Faults: `GET /faults`; `POST /faults` replaces them all (fields not given are of
   `--dm-rate-limit`/`--dm-rate-window`); changing it starts fresh windows.
 - `forbidden_recipients` [ids] (403 code 349), `automated_recipients` [ids] (403 code 226),
   `forbidden_codes` {id: 150|151|226|349}: permanent refusals of DMs to those users.
-- `latency` {key: seconds}: delay before handling any X request. Keys: `dm`, `webhooks`
+- `post_fail_next` N, `post_fail_status` (default 503): the next N `POST /2/tweets` fail;
+  `post_rate_limit_next` N: the next N get 429.
+- `latency` {key: seconds}: delay before handling any X request. Keys: `dm`, `tweets`,
+  `webhooks`
   (all management routes), `auth`, `*` (every X route), a path glob (`/2/webhooks*`), a
   route template (`/2/webhooks/{webhook_id}`), either optionally after a method
   (`PUT /2/webhooks/*`). The largest matching delay applies.
@@ -60,7 +76,7 @@ Faults: `GET /faults`; `POST /faults` replaces them all (fields not given are of
   `--delivery-timeout`, 10); a slower answer counts as failed.
 - `crc_timeout` S: the CRC answer deadline (default `--crc-timeout`, 3).
 - `seed`: seeds every random draw above, so a run can be replayed.
-Everything injected is counted in `GET /stats`: `dm_dropped`, `dm_forbidden`,
+Everything injected is counted in `GET /stats`: `post_failed`, `dm_dropped`, `dm_forbidden`,
 `dm_rate_limited`, `dm_failed`, `latency_injected`, `delivery_timeouts`, `redeliveries`,
 `redeliveries_exhausted`, `duplicates_sent`, `deliveries_held`, `reorder_flushes`.
 """
@@ -78,6 +94,7 @@ from catbot.emulator.config import USER_ID_RE
 from catbot.emulator.dispatch import dispatch, redeliver
 from catbot.emulator.faults import Faults
 from catbot.emulator.payloads import encode
+from catbot.emulator.posts import MAX_POST_LENGTH, create_post, dispatch_post, find_mentions
 from catbot.emulator.refusals import RegistryError
 from catbot.emulator.runtime import RUNTIME, Runtime
 from catbot.emulator.state import DELIVERY_MODES, DeliveryMode, Message, SignedBody
@@ -201,6 +218,67 @@ async def post_dm_batch(request: web.Request) -> web.Response:
     )
 
 
+# --- users mention the bot in public posts ---------------------------------------------
+
+
+_MENTION_FIELDS = frozenset(
+    {"sender_id", "text", "sender_name", "user_has_blocked", "retweet", "in_reply_to_tweet_id"}
+)
+
+
+def _blocked_flag(value: Any) -> bool | str:
+    """`user_has_blocked` as X sends it, which varies: a bool or a "true"/"false" string."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value
+    raise ControlError('user_has_blocked must be a boolean or the string "true" or "false"')
+
+
+async def post_mention(request: web.Request) -> web.Response:
+    runtime = _runtime(request)
+    state = runtime.state
+    data = await _json_object(request)
+    unknown = sorted(set(data) - _MENTION_FIELDS)
+    if unknown:
+        raise ControlError(f"unknown mention fields: {', '.join(unknown)}")
+    dm = parse_incoming(
+        {k: data[k] for k in ("sender_id", "text", "sender_name") if k in data},
+        state.bot_user_id,
+        MAX_POST_LENGTH,
+    )
+    blocked = _blocked_flag(data.get("user_has_blocked"))
+    retweet = data.get("retweet", False)
+    if not isinstance(retweet, bool):
+        raise ControlError("retweet must be a boolean")
+    reply_to = None
+    target = data.get("in_reply_to_tweet_id")
+    if target is not None:
+        reply_to = state.post_by_id(target) if isinstance(target, str) else None
+        if reply_to is None:
+            raise ControlError(f"no post {target} to reply to", status=404)
+    bot_name = state.ensure_user(state.bot_user_id).screen_name
+    text = dm.text
+    if not any(m.user_id == state.bot_user_id for m in find_mentions(state, text)):
+        text = f"@{bot_name} {text}"
+    if len(text) > MAX_POST_LENGTH:
+        raise ControlError(f"text (with @{bot_name} in front) is over {MAX_POST_LENGTH} characters")
+    state.ensure_user(dm.sender_id, dm.sender_name)
+    state.stats.mentions_received += 1
+    post = create_post(
+        state,
+        author_id=dm.sender_id,
+        text=text,
+        in_reply_to=reply_to,
+        retweet=retweet,
+        user_has_blocked=blocked,
+    )
+    outcomes = await dispatch_post(runtime, post)
+    return web.json_response({"tweet_id": post.id, "deliveries": [o.to_json() for o in outcomes]})
+
+
 async def post_redeliver(request: web.Request) -> web.Response:
     event_id = (await _json_object(request)).get("event_id")
     if not isinstance(event_id, str):
@@ -243,6 +321,14 @@ async def get_messages(request: web.Request) -> web.Response:
         raise ControlError("user_id must be 1 to 19 digits")
     messages = _runtime(request).state.conversation(user_id)
     return web.json_response({"messages": [m.to_json() for m in messages]})
+
+
+async def get_posts(request: web.Request) -> web.Response:
+    user_id = request.query.get("user_id")
+    if user_id is not None and not USER_ID_RE.match(user_id):
+        raise ControlError("user_id must be 1 to 19 digits")
+    posts = _runtime(request).state.thread(user_id)
+    return web.json_response({"posts": [p.to_json() for p in posts]})
 
 
 async def get_stats(request: web.Request) -> web.Response:
@@ -422,6 +508,8 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_post(f"{PREFIX}/dm", post_dm)
     r.add_post(f"{PREFIX}/dm_batch", post_dm_batch)
+    r.add_post(f"{PREFIX}/mention", post_mention)
+    r.add_get(f"{PREFIX}/posts", get_posts)
     r.add_post(f"{PREFIX}/redeliver", post_redeliver)
     r.add_post(f"{PREFIX}/deliver_raw", post_deliver_raw)
     r.add_get(f"{PREFIX}/messages", get_messages)

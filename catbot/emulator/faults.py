@@ -22,7 +22,7 @@ FAULT_DEFAULT_RESET_IN = 1.0
 # X's codes for a DM that can never be sent to this recipient (all answered with HTTP 403).
 PERMANENT_DM_CODES = frozenset({150, 151, 226, 349})
 # Route classes usable as latency keys, beside "*" and path patterns.
-ROUTE_CLASSES = ("dm", "webhooks", "auth")
+ROUTE_CLASSES = ("dm", "tweets", "webhooks", "auth")
 _MAX_SECONDS = 3600.0
 _MAX_LATENCY_KEYS = 50
 
@@ -33,6 +33,8 @@ def route_class(path: str) -> str:
         return "control"
     if path.startswith(("/2/dm_conversations/", "/1.1/direct_messages/")):
         return "dm"
+    if path == "/2/tweets" or path.startswith("/2/tweets/"):
+        return "tweets"
     if path.startswith(
         ("/2/webhooks", "/2/account_activity/", "/2/activity/", "/1.1/account_activity/")
     ):
@@ -61,6 +63,10 @@ class Faults:
     forbidden_recipients: frozenset[str] = frozenset()
     automated_recipients: frozenset[str] = frozenset()
     forbidden_codes: dict[str, int] = field(default_factory=dict)
+    # --- the post route (POST /2/tweets) -------------------------------------------------
+    post_fail_next: int = 0
+    post_fail_status: int = 503
+    post_rate_limit_next: int = 0
     # --- any X route -------------------------------------------------------------------
     latency: dict[str, float] = field(default_factory=dict)
     # --- outgoing deliveries and CRC -----------------------------------------------------
@@ -116,6 +122,9 @@ class Faults:
             "forbidden_recipients": sorted(self.forbidden_recipients),
             "automated_recipients": sorted(self.automated_recipients),
             "forbidden_codes": dict(sorted(self.forbidden_codes.items())),
+            "post_fail_next": self.post_fail_next,
+            "post_fail_status": self.post_fail_status,
+            "post_rate_limit_next": self.post_rate_limit_next,
             "latency": dict(self.latency),
             "deliver_duplicates_ratio": self.deliver_duplicates_ratio,
             "reorder_window": self.reorder_window,
@@ -224,8 +233,8 @@ def _set_optional_positive(faults: Faults, name: str, value: Any, now: float) ->
 
 def _set_fail_status(faults: Faults, name: str, value: Any, now: float) -> None:
     if type(value) is not int or not 400 <= value <= 599:
-        raise ValueError("dm_fail_status must be an HTTP error status (400-599)")
-    faults.dm_fail_status = value
+        raise ValueError(f"{name} must be an HTTP error status (400-599)")
+    setattr(faults, name, value)
 
 
 def _set_fail_for(faults: Faults, name: str, value: Any, now: float) -> None:
@@ -268,8 +277,8 @@ def _set_forbidden_codes(faults: Faults, name: str, value: Any, now: float) -> N
 def _set_latency(faults: Faults, name: str, value: Any, now: float) -> None:
     if not isinstance(value, dict) or len(value) > _MAX_LATENCY_KEYS:
         raise ValueError(
-            f"latency must map up to {_MAX_LATENCY_KEYS} route keys ('dm', 'webhooks', "
-            "'auth', '*', a path pattern or 'METHOD pattern') to seconds"
+            f"latency must map up to {_MAX_LATENCY_KEYS} route keys ('dm', 'tweets', "
+            "'webhooks', 'auth', '*', a path pattern or 'METHOD pattern') to seconds"
         )
     latency: dict[str, float] = {}
     for key, seconds in value.items():
@@ -277,7 +286,8 @@ def _set_latency(faults: Faults, name: str, value: Any, now: float) -> None:
             raise ValueError("latency keys must be strings of 1 to 200 characters")
         if key not in ("*", *ROUTE_CLASSES) and "/" not in key:
             raise ValueError(
-                f"latency key {key!r}: use 'dm', 'webhooks', 'auth', '*' or a path pattern"
+                f"latency key {key!r}: use 'dm', 'tweets', 'webhooks', 'auth', '*' or a path "
+                "pattern"
             )
         latency[key] = _number(f"latency[{key!r}]", seconds)
     faults.latency = latency
@@ -314,6 +324,9 @@ _PARSERS: dict[str, Parser] = {
     "forbidden_recipients": _set_user_ids,
     "automated_recipients": _set_user_ids,
     "forbidden_codes": _set_forbidden_codes,
+    "post_fail_next": _set_count,
+    "post_fail_status": _set_fail_status,
+    "post_rate_limit_next": _set_count,
     "latency": _set_latency,
     "deliver_duplicates_ratio": _set_ratio,
     "reorder_window": _set_number,

@@ -23,9 +23,13 @@ Direction = Literal["in", "out"]
 # Account Activity subscriptions get every event of the user; X Activity API subscriptions
 # name one event type each (e.g. "dm.received").
 SubscriptionKind = Literal["account_activity", "activity"]
+# The X Activity API event types the bot is subscribed to on each start-up webhook: dm.sent
+# too, so the bot's own replies come back as they do on X; and mentions of the bot.
+BOT_ACTIVITY_EVENT_TYPES: tuple[str, ...] = ("dm.received", "dm.sent", "post.mention.create")
 
 # Told about changes as they happen (the chat page's live updates): a topic ("message",
-# "delivery", "webhooks", "reset") and its JSON data. Called in the event loop; must not block.
+# "post", "delivery", "webhooks", "reset") and its JSON data. Called in the event loop;
+# must not block.
 Listener = Callable[[str, dict[str, Any]], None]
 
 # Twitter's snowflake epoch, so generated ids look and sort like X's.
@@ -79,6 +83,50 @@ class Message:
         if self.media_ids:
             data["media_ids"] = list(self.media_ids)
         return data
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One `@screen_name` in a post's text that names a known user (code point offsets)."""
+
+    user_id: str
+    screen_name: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Post:
+    """A public post (tweet): a user's mention of the bot, or the bot's own post or reply."""
+
+    id: str
+    author_id: str
+    text: str
+    created_ms: int
+    conversation_id: str
+    in_reply_to_tweet_id: str | None = None
+    in_reply_to_user_id: str | None = None
+    mentions: tuple[Mention, ...] = ()
+    # A retweet: the id of the original post (which `retweeted_text` holds the text of).
+    retweeted_status_id: str | None = None
+    retweeted_text: str | None = None
+    # Account Activity's `user_has_blocked` exactly as given (bool or string); None: absent.
+    user_has_blocked: bool | str | None = None
+
+    @property
+    def mentioned_ids(self) -> tuple[str, ...]:
+        return tuple(m.user_id for m in self.mentions)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "author_id": self.author_id,
+            "text": self.text,
+            "in_reply_to_tweet_id": self.in_reply_to_tweet_id,
+            "created_at": iso_timestamp(self.created_ms / 1000),
+            "conversation_id": self.conversation_id,
+            "retweeted_status_id": self.retweeted_status_id,
+        }
 
 
 @dataclass
@@ -164,6 +212,11 @@ class Stats:
     dm_rate_limited: int = 0
     auth_failures: int = 0
     events_received: int = 0
+    # Public posts: POST /2/tweets calls, posts created, refused ones; mentions played.
+    post_requests: int = 0
+    posts_created: int = 0
+    post_failed: int = 0
+    mentions_received: int = 0
     deliveries: int = 0
     delivery_failures: int = 0
     crc_checks: int = 0
@@ -263,6 +316,7 @@ class EmulatorState:
     dm_rate_window: float
     ids: IdGenerator = field(default_factory=IdGenerator)
     messages: list[Message] = field(default_factory=list)
+    posts: list[Post] = field(default_factory=list)
     users: dict[str, UserProfile] = field(default_factory=dict)
     webhooks: dict[str, Webhook] = field(default_factory=dict)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
@@ -339,6 +393,28 @@ class EmulatorState:
         if user_id is None:
             return list(self.messages)
         return [m for m in self.messages if user_id in (m.sender_id, m.recipient_id)]
+
+    def user_by_screen_name(self, screen_name: str) -> UserProfile | None:
+        wanted = screen_name.lower()
+        return next((u for u in self.users.values() if u.screen_name.lower() == wanted), None)
+
+    def add_post(self, post: Post) -> Post:
+        self.posts.append(post)
+        self.notify("post", post.to_json())
+        return post
+
+    def post_by_id(self, post_id: str) -> Post | None:
+        return next((p for p in reversed(self.posts) if p.id == post_id), None)
+
+    def thread(self, user_id: str | None) -> list[Post]:
+        """Posts oldest first; with a user: theirs, those naming them, and replies to them."""
+        if user_id is None:
+            return list(self.posts)
+        return [
+            p
+            for p in self.posts
+            if user_id in (p.author_id, p.in_reply_to_user_id) or user_id in p.mentioned_ids
+        ]
 
     # --- webhooks and subscriptions ----------------------------------------------------
 
@@ -432,6 +508,7 @@ class EmulatorState:
         """Forget traffic, faults, counters and budgets; keep webhooks, subscriptions and the
         delivery mode (a setting, like the command-line flag it mirrors)."""
         self.messages.clear()
+        self.posts.clear()
         self.apply_faults(Faults())
         self.stats = Stats()
         self.rate_windows.clear()

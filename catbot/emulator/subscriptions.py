@@ -2,7 +2,8 @@
 
 Two kinds live side by side, as on X:
 - Account Activity (v2 and v1.1): a user subscribed on a webhook gets every DM event the
-  user takes part in. Unique per (webhook, user).
+  user takes part in, and the posts the user wrote, is named in or is replied to in.
+  Unique per (webhook, user).
 - X Activity API: one event type for one filtered user, optionally bound to a webhook.
   Unique per (event type, filter, webhook).
 Each kind counts against `max_subscriptions` on its own (the tier limit X documents is per
@@ -22,10 +23,18 @@ from catbot.emulator.refusals import (
     require_webhook,
 )
 from catbot.emulator.runtime import Runtime
-from catbot.emulator.state import Subscription, SubscriptionKind, Webhook
+from catbot.emulator.state import (
+    BOT_ACTIVITY_EVENT_TYPES,
+    Subscription,
+    SubscriptionKind,
+    Webhook,
+)
+
+__all__ = ["BOT_ACTIVITY_EVENT_TYPES"]
 
 # DM and chat event types X's Activity API accepts, plus profile ones from its OpenAPI
-# description. Only dm.received and dm.sent ever produce deliveries here.
+# description and mentions. Only dm.received, dm.sent and post.mention.create ever produce
+# deliveries here.
 ACTIVITY_EVENT_TYPES: Final = frozenset(
     {
         "dm.received",
@@ -38,9 +47,9 @@ ACTIVITY_EVENT_TYPES: Final = frozenset(
         "profile.update.bio",
         "profile.update.profile_picture",
         "profile.update.banner_picture",
+        "post.mention.create",
     }
 )
-BOT_ACTIVITY_EVENT_TYPES: Final = ("dm.received", "dm.sent")
 
 
 def _check_limit(runtime: Runtime, kind: SubscriptionKind, enforce: bool) -> None:
@@ -166,7 +175,8 @@ def delete_activity_subscription(runtime: Runtime, subscription_id: str) -> None
 
 
 def subscribe_bot(runtime: Runtime, webhook: Webhook, *, enforce_limits: bool) -> None:
-    """Subscribe the bot to DMs on this webhook in the configured flavour; idempotent.
+    """Subscribe the bot to DMs and mentions on this webhook in the configured flavour;
+    idempotent.
 
     Start-up `--webhook-url` and the control API's registration use it, so that "registered
     and subscribed" means the same records X's own routes would have created.
@@ -174,7 +184,7 @@ def subscribe_bot(runtime: Runtime, webhook: Webhook, *, enforce_limits: bool) -
     state, config = runtime.state, runtime.config
     bot = state.bot_user_id
     if config.api == "activity":
-        # dm.sent too, so the bot's own replies come back as they do on X.
+        # dm.sent too, so the bot's own replies come back as they do on X; and mentions.
         for event_type in BOT_ACTIVITY_EVENT_TYPES:
             if any(
                 _same_activity(s, event_type, bot, webhook.id) for s in state.subscriptions.values()

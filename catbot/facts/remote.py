@@ -3,6 +3,7 @@
 The remote is a nice-to-have: a reply must never wait long on it or fail because of it.
 So each request is bounded by a timeout, a failure pauses remote calls for a while, and
 every miss falls back to recently fetched remote facts and then to the embedded corpus.
+The remote speaks English only: facts in any other language come from the corpus.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from catbot.logs import get_logger
 
 log = get_logger("catbot.facts")
 
-Outcome = Literal["remote", "cache", "fallback"]
+# "corpus": a language the remote does not speak, served by the corpus by design.
+Outcome = Literal["remote", "cache", "fallback", "corpus"]
+REMOTE_LANGUAGE = "en"
 
 # Enough variety to serve from during an outage without letting memory grow with uptime.
 POOL_MAX = 500
@@ -56,9 +59,13 @@ class RemoteSource:
         self._pool: dict[str, tuple[Fact, float]] = {}
         self._retry_at = float("-inf")
 
-    async def fact_for(self, seen: frozenset[str], max_length: int) -> tuple[Fact, frozenset[str]]:
-        self._expire(self._clock())
+    async def fact_for(
+        self, seen: frozenset[str], max_length: int, language: str = "en"
+    ) -> tuple[Fact, frozenset[str]]:
         outcome: Outcome
+        if language != REMOTE_LANGUAGE:
+            return await self._from_corpus(seen, max_length, language)
+        self._expire(self._clock())
         fact = await self._fetch_unseen(seen, max_length)
         if fact is not None:
             outcome = "remote"
@@ -68,11 +75,19 @@ class RemoteSource:
         if fact is not None:
             seen = seen | {fact.id}
         else:
-            fact, seen = await self._fallback.fact_for(seen, max_length)
+            fact, seen = await self._fallback.fact_for(seen, max_length, language)
             outcome = "fallback"
         if self._on_outcome is not None:
             self._on_outcome(outcome)
         return fact, self._cap_remote_ids(seen, keep=fact.id)
+
+    async def _from_corpus(
+        self, seen: frozenset[str], max_length: int, language: str
+    ) -> tuple[Fact, frozenset[str]]:
+        served = await self._fallback.fact_for(seen, max_length, language)
+        if self._on_outcome is not None:
+            self._on_outcome("corpus")
+        return served
 
     async def aclose(self) -> None:
         # The session belongs to the caller, who closes it.

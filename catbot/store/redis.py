@@ -75,7 +75,6 @@ import secrets
 import socket
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -609,16 +608,8 @@ def _user_args(state: UserState | None) -> list[str]:
 
 
 def _dump_event(event: InboundDM) -> str:
-    return json.dumps(asdict(event))
+    return event.to_json()
 
 
 def _load_event(payload: str) -> InboundDM:
-    data = json.loads(payload)
-    return InboundDM(
-        event_id=str(data["event_id"]),
-        sender_id=str(data["sender_id"]),
-        recipient_id=str(data["recipient_id"]),
-        for_user_id=str(data["for_user_id"]),
-        text=str(data["text"]),
-        created_at=float(data["created_at"]),
-    )
+    return InboundDM.from_json(payload)

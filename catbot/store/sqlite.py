@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -66,6 +67,11 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 """
 
+# Group commit: at most this many events per enqueue transaction; rows per INSERT statement
+# stay well under SQLite's bound-parameter limit.
+_GROUP_COMMIT_MAX_EVENTS = 2000
+_ROWS_PER_STATEMENT = 400
+
 # Only the oldest job of each user is claimable, and only while none of that user's jobs is
 # leased: one user's messages are answered in order, one at a time.
 _CLAIM = """
@@ -94,6 +100,10 @@ class SQLiteStore:
         self._db: aiosqlite.Connection | None = None
         self._lock_file: IO[bytes] | None = None
         self._write = asyncio.Lock()
+        self._pending: deque[
+            tuple[Sequence[InboundDM], float, asyncio.Future[list[bool]]]
+        ] = deque()
+        self._flusher: asyncio.Task[None] | None = None
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -176,22 +186,82 @@ class SQLiteStore:
     # Queue --------------------------------------------------------------------------------
 
     async def enqueue(self, events: Sequence[InboundDM], now: float) -> list[bool]:
-        fresh: list[bool] = []
+        """Group commit: concurrent enqueues share one transaction (one fsync).
+
+        A call returns only after the transaction holding its events committed (WAL,
+        synchronous=FULL), exactly as if it had its own; calls arriving while a commit is in
+        flight wait for the next one, which takes all of them together.
+        """
+        if not events:
+            return []
+        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        self._pending.append((events, now, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_pending())
+        # A caller giving up (a timeout) cancels only its own future: the flusher task, and
+        # so the others' commit, goes on (its events may still be stored: at-least-once).
+        return await future
+
+    async def _flush_pending(self) -> None:
+        while self._pending:
+            batch: list[tuple[Sequence[InboundDM], float, asyncio.Future[list[bool]]]] = []
+            size = 0
+            while self._pending and size < _GROUP_COMMIT_MAX_EVENTS:
+                item = self._pending.popleft()
+                batch.append(item)
+                size += len(item[0])
+            try:
+                results = await self._enqueue_batch([(e, n) for e, n, _ in batch])
+            except BaseException as exc:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(
+                            exc if isinstance(exc, Exception) else StoreError("enqueue aborted")
+                        )
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, _, future), fresh in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(fresh)
+
+    async def _enqueue_batch(
+        self, batch: Sequence[tuple[Sequence[InboundDM], float]]
+    ) -> list[list[bool]]:
+        rows = [(event, now) for events, now in batch for event in events]
+        inserted: set[str] = set()
         async with self._transaction() as db:
-            for event in events:
-                cursor = await db.execute(
-                    "INSERT OR IGNORE INTO events_seen (event_id, seen_at) VALUES (?, ?)",
-                    (event.event_id, now),
+            for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                params: list[Any] = []
+                for event, now in chunk:
+                    params += (event.event_id, now)
+                values = ",".join(["(?, ?)"] * len(chunk))
+                async with db.execute(
+                    "INSERT OR IGNORE INTO events_seen (event_id, seen_at) VALUES "
+                    + values + " RETURNING event_id",
+                    params,
+                ) as cursor:
+                    inserted.update(row[0] for row in await cursor.fetchall())
+            fresh_rows: list[tuple[str, str, str, float, float]] = []
+            flags: list[list[bool]] = []
+            for events, now in batch:
+                flags.append([])
+                for event in events:
+                    # A repeated id in the same batch: only its first occurrence is new.
+                    is_new = event.event_id in inserted
+                    if is_new:
+                        inserted.discard(event.event_id)
+                        fresh_rows.append((event.event_id, event.sender_id,
+                                           _dump_event(event), now, now))
+                    flags[-1].append(is_new)
+            if fresh_rows:
+                await db.executemany(
+                    "INSERT INTO jobs (event_id, user_id, payload, enqueued_at, available_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    fresh_rows,
                 )
-                is_new = cursor.rowcount == 1
-                if is_new:
-                    await db.execute(
-                        "INSERT INTO jobs (event_id, user_id, payload, enqueued_at, available_at)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (event.event_id, event.sender_id, _dump_event(event), now, now),
-                    )
-                fresh.append(is_new)
-        return fresh
+        return flags
 
     async def claim(self, now: float, lease_seconds: float) -> Job | None:
         token = secrets.token_hex(8)
@@ -354,25 +424,8 @@ async def _save_user(db: aiosqlite.Connection, state: UserState) -> None:
 
 
 def _dump_event(event: InboundDM) -> str:
-    return json.dumps(
-        {
-            "event_id": event.event_id,
-            "sender_id": event.sender_id,
-            "recipient_id": event.recipient_id,
-            "for_user_id": event.for_user_id,
-            "text": event.text,
-            "created_at": event.created_at,
-        }
-    )
+    return event.to_json()
 
 
 def _load_event(payload: str) -> InboundDM:
-    data = json.loads(payload)
-    return InboundDM(
-        event_id=str(data["event_id"]),
-        sender_id=str(data["sender_id"]),
-        recipient_id=str(data["recipient_id"]),
-        for_user_id=str(data["for_user_id"]),
-        text=str(data["text"]),
-        created_at=float(data["created_at"]),
-    )
+    return InboundDM.from_json(payload)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -29,6 +30,9 @@ log = get_logger("catbot.webhook")
 # start with "{"), which is what keeps the CRC from being a signing oracle for events.
 CRC_TOKEN = re.compile(r"[A-Za-z0-9_+/=.~-]{1,256}")
 
+# The acknowledgement body, encoded once (what web.json_response({"ok": True}) sends).
+_OK_BODY = json.dumps({"ok": True}).encode()
+
 
 @dataclass(frozen=True)
 class WebhookPolicy:
@@ -37,7 +41,12 @@ class WebhookPolicy:
     max_event_age_seconds: float
     max_body_bytes: int
     store_timeout_seconds: float = 5.0
+    reply_to_mentions: bool = False
     body_timeout_seconds: float = 10.0
+
+
+# Metric label of each kind of answerable event.
+_KIND_LABEL = {"dm": "direct_message", "mention": "mention"}
 
 
 def classify(dm: InboundDM, policy: WebhookPolicy, now: float) -> str:
@@ -77,6 +86,14 @@ class WebhookHandler:
         self.clock = clock
         self.accepting = True
         self.last_crc_at: float | None = None
+        # Hot-path metric children, looked up once rather than per request.
+        self._accepted = metrics.webhook_requests.labels("accepted")
+        # Bound once: the per-event labels lookup shows in the ingest profile.
+        self._stored = {
+            (kind, is_new): metrics.events.labels(label, "enqueued" if is_new else "duplicate")
+            for kind, label in _KIND_LABEL.items()
+            for is_new in (True, False)
+        }
 
     async def crc(self, request: web.Request) -> web.Response:
         token = request.query.get("crc_token")
@@ -108,7 +125,8 @@ class WebhookHandler:
             return _error(413, f"body larger than {self.policy.max_body_bytes} bytes")
         try:
             # A client trickling its body (slow-loris) must not hold the request forever.
-            body = await asyncio.wait_for(request.read(), self.policy.body_timeout_seconds)
+            async with asyncio.timeout(self.policy.body_timeout_seconds):
+                body = await request.read()
         except TimeoutError:
             self.metrics.webhook_requests.labels("timeout").inc()
             return _error(408, "the request body took too long to arrive")
@@ -138,33 +156,38 @@ class WebhookHandler:
         accepted: list[InboundDM] = []
         for kind, fate in delivery.ignored:
             self.metrics.events.labels(kind, fate).inc()
-        for dm in delivery.direct_messages:
-            fate = classify(dm, self.policy, now)
+        for dm in [*delivery.direct_messages, *delivery.mentions]:
+            if dm.kind == "mention" and not self.policy.reply_to_mentions:
+                fate = "mentions_off"
+            else:
+                fate = classify(dm, self.policy, now)
             if fate == "accept":
                 accepted.append(dm)
             else:
-                self.metrics.events.labels("direct_message", fate).inc()
+                self.metrics.events.labels(_KIND_LABEL[dm.kind], fate).inc()
                 log.info("event_ignored", event_id=dm.event_id, fate=fate)
 
         if accepted:
             try:
-                fresh = await asyncio.wait_for(
-                    self.store.enqueue(accepted, now), self.policy.store_timeout_seconds
-                )
+                async with asyncio.timeout(self.policy.store_timeout_seconds):
+                    fresh = await self.store.enqueue(accepted, now)
             except Exception:
                 # Not stored, so not acknowledged: X will deliver it again.
                 log.exception("enqueue_failed", events=len(accepted))
                 self.metrics.webhook_requests.labels("store_error").inc()
                 return _error(503, "could not store the events, retry later")
+            # Log calls cost even when filtered out (structlog runs its processors first).
+            logging_info = log.isEnabledFor(logging.INFO)
             for dm, is_new in zip(accepted, fresh, strict=True):
-                fate = "enqueued" if is_new else "duplicate"
-                self.metrics.events.labels("direct_message", fate).inc()
-                log.info("event_" + fate, event_id=dm.event_id)
+                self._stored[dm.kind, is_new].inc()
+                if logging_info:
+                    log.info("event_" + ("enqueued" if is_new else "duplicate"),
+                             event_id=dm.event_id)
             if any(fresh):
                 self.on_enqueued()
 
-        self.metrics.webhook_requests.labels("accepted").inc()
-        return web.json_response({"ok": True})
+        self._accepted.inc()
+        return web.Response(body=_OK_BODY, content_type="application/json", charset="utf-8")
 
 
 def add_routes(app: web.Application, path: str, handler: WebhookHandler) -> None:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,19 +90,30 @@ class DMSender:
         self.client.session = RebasedSession(session, api_base) if api_base else session
 
     async def send(self, recipient_id: str, text: str) -> SentDM:
+        """Send a DM to `recipient_id` as the bot."""
+        if self.api == "v1.1":
+            return await self._call(self.client.request(
+                "POST",
+                "/1.1/direct_messages/events/new.json",
+                params={},
+                json=_v1_body(recipient_id, text),
+                user_auth=True,
+            ))
+        return await self._call(self.client.create_direct_message(
+            participant_id=recipient_id, text=text, user_auth=True
+        ))
+
+    async def reply_to_post(self, tweet_id: str, text: str) -> SentDM:
+        """Reply in public to the post `tweet_id` (`POST /2/tweets`, every flavour)."""
+        return await self._call(self.client.create_tweet(
+            text=text, in_reply_to_tweet_id=tweet_id, user_auth=True
+        ))
+
+    @staticmethod
+    async def _call(request: Awaitable[aiohttp.ClientResponse]) -> SentDM:
+        """Await one tweepy call and sort its failure into what the outbox does next."""
         try:
-            if self.api == "v1.1":
-                response = await self.client.request(
-                    "POST",
-                    "/1.1/direct_messages/events/new.json",
-                    params={},
-                    json=_v1_body(recipient_id, text),
-                    user_auth=True,
-                )
-            else:
-                response = await self.client.create_direct_message(
-                    participant_id=recipient_id, text=text, user_auth=True
-                )
+            response = await request
         except tweepy.TooManyRequests as exc:
             raise RateLimited(_describe(exc), _reset_at(exc.response)) from exc
         except tweepy.TwitterServerError as exc:
@@ -141,6 +153,7 @@ async def _sent(response: aiohttp.ClientResponse) -> SentDM:
     if isinstance(body, dict):
         data = body.get("data") or body.get("event") or {}
         if isinstance(data, dict):
+            # A DM's event id, or the new post's id for a public reply.
             event_id = data.get("dm_event_id") or data.get("id")
     remaining = response.headers.get("x-rate-limit-remaining")
     return SentDM(

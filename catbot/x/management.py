@@ -17,6 +17,7 @@ import aiohttp
 import tweepy
 from tweepy.asynchronous import AsyncClient
 
+from catbot.config import Settings
 from catbot.x.dm import Credentials
 from catbot.x.session import RebasedSession
 
@@ -210,11 +211,17 @@ class ActivityApi(AccountActivityV2):
     """X Activity API: webhooks as in v2, subscriptions per event type and filtered user."""
 
     flavour = "activity"
-    EVENT_TYPES = ("dm.received",)
 
-    def __init__(self, api: _Api, bot_user_id: str, tag: str = "catbot") -> None:
+    def __init__(
+        self,
+        api: _Api,
+        bot_user_id: str,
+        event_types: tuple[str, ...] = ("dm.received",),
+        tag: str = "catbot",
+    ) -> None:
         super().__init__(api)
         self.bot_user_id = bot_user_id
+        self.event_types = event_types
         self.tag = tag
 
     async def _all_subscriptions(self) -> list[Subscription]:
@@ -233,7 +240,7 @@ class ActivityApi(AccountActivityV2):
 
     async def subscribe(self, webhook_id: str) -> None:
         have = {(s.event_type, s.user_id) for s in await self.list_subscriptions(webhook_id)}
-        for event_type in self.EVENT_TYPES:
+        for event_type in self.event_types:
             if (event_type, self.bot_user_id) in have:
                 continue
             try:
@@ -249,7 +256,7 @@ class ActivityApi(AccountActivityV2):
 
     async def is_subscribed(self, webhook_id: str) -> bool:
         have = {(s.event_type, s.user_id) for s in await self.list_subscriptions(webhook_id)}
-        return all((t, self.bot_user_id) in have for t in self.EVENT_TYPES)
+        return all((t, self.bot_user_id) in have for t in self.event_types)
 
     async def list_subscriptions(self, webhook_id: str) -> list[Subscription]:
         return [s for s in await self._all_subscriptions() if s.webhook_id == webhook_id]
@@ -334,20 +341,23 @@ class PremiumV1:
 
 
 def management_for(
-    flavour: str,
+    settings: Settings,
     credentials: Credentials,
     session: aiohttp.ClientSession,
-    api_base: str | None,
-    bot_user_id: str,
-    env_name: str | None = None,
+    bot_user_id: str | None = None,
 ) -> WebhookManager:
-    api = _Api(credentials, session, api_base)
-    if flavour == "v1.1":
-        if not env_name:
+    """The manager for the configured flavour. `bot_user_id` defaults to the access token's
+    prefix; the X Activity API subscribes the events the bot answers (DMs, and mentions when
+    CATBOT_REPLY_TO_MENTIONS is on)."""
+    api = _Api(credentials, session, settings.x_api_base)
+    if settings.x_api == "v1.1":
+        if not settings.x_env_name:
             raise ValueError("the v1.1 API needs an environment label (CATBOT_X_ENV_NAME)")
-        return PremiumV1(api, env_name)
-    if flavour == "activity":
-        return ActivityApi(api, bot_user_id)
+        return PremiumV1(api, settings.x_env_name)
+    if settings.x_api == "activity":
+        events = ("dm.received", "post.mention.create") if settings.reply_to_mentions else (
+            "dm.received",)
+        return ActivityApi(api, bot_user_id or settings.bot_user_id or "", events)
     return AccountActivityV2(api)
 
 

@@ -1,6 +1,7 @@
-// The emulator's chat page: play a friend DMing the bot, watch replies and deliveries live.
-// Plain JS, no build step. Live updates come from server-sent events (/_emulator/events);
-// DMs go through the control API (POST /_emulator/dm).
+// The emulator's chat page: play a friend DMing the bot or mentioning it in a public post,
+// watch replies and deliveries live. Plain JS, no build step. Live updates come from
+// server-sent events (/_emulator/events); DMs and mentions go through the control API
+// (POST /_emulator/dm, POST /_emulator/mention).
 "use strict";
 
 (() => {
@@ -9,9 +10,11 @@
   const $ = (id) => document.getElementById(id);
 
   const state = {
-    bot: { id: "", name: "bot" },
+    bot: { id: "", name: "bot", screen_name: "bot" },
     friends: new Map(), // id -> name
+    handles: new Map(), // id -> screen name
     messages: new Map(), // id -> message
+    posts: new Map(), // id -> public post
     selected: null,
     deliveries: [],
     maxText: 10000,
@@ -69,6 +72,7 @@
     const name = state.friends.get(id);
     $("chat-with").textContent = `Chatting as ${name} (id ${id}).`;
     $("send").disabled = false;
+    $("post-mention").disabled = false;
     renderConversation();
     $("message-text").focus();
   }
@@ -112,6 +116,56 @@
     if (inConversation(m)) {
       $("conversation").append(messageItem(m));
       scrollDown();
+    }
+  }
+
+  // --- public posts --------------------------------------------------------------------
+
+  function authorName(id) {
+    if (id === state.bot.id) return state.bot.name;
+    return state.friends.get(id) || `User ${id}`;
+  }
+
+  function postItem(p) {
+    const fromBot = p.author_id === state.bot.id;
+    const handle = fromBot ? state.bot.screen_name : state.handles.get(p.author_id) || `user${p.author_id}`;
+    let context = null;
+    if (p.retweeted_status_id) context = "Retweet";
+    else if (p.in_reply_to_tweet_id) {
+      const parent = state.posts.get(p.in_reply_to_tweet_id);
+      context = `Replying to ${parent ? authorName(parent.author_id) : "a post"}`;
+    }
+    return el("li", { class: `post ${fromBot ? "bot" : "friend"}`, "data-post-id": p.id,
+                      "data-author": fromBot ? "bot" : "friend" },
+      el("span", { class: "who" }, authorName(p.author_id), " ",
+         el("span", { class: "handle", text: `@${handle}` })),
+      context ? el("span", { class: "context", text: context }) : null,
+      el("span", { class: "text", text: p.text }),
+      el("time", { datetime: p.created_at, text: clock(Date.parse(p.created_at)) }));
+  }
+
+  function renderPosts() {
+    const list = $("posts");
+    list.replaceChildren();
+    const all = [...state.posts.values()];
+    all.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+    for (const p of all) list.append(postItem(p));
+    list.scrollTop = list.scrollHeight;
+  }
+
+  function addPost(p) {
+    if (state.posts.has(p.id)) return;
+    state.posts.set(p.id, p);
+    if (p.author_id !== state.bot.id) addFriend(p.author_id);
+    const list = $("posts");
+    list.append(postItem(p));
+    list.scrollTop = list.scrollHeight;
+  }
+
+  function learnUsers(users) {
+    for (const u of users || []) {
+      if (u.screen_name) state.handles.set(u.id, u.screen_name);
+      addFriend(u.id, u.name);
     }
   }
 
@@ -165,6 +219,11 @@
   function describeEvents(ids) {
     if (!ids.length) return "—";
     const names = ids.map((id) => {
+      const p = state.posts.get(id);
+      if (p) {
+        if (p.author_id === state.bot.id) return "bot's post (echo)";
+        return `mention by ${state.friends.get(p.author_id) || p.author_id}`;
+      }
       const m = state.messages.get(id);
       if (!m) return "event";
       if (m.sender_id === state.bot.id) return "bot's DM (echo)";
@@ -185,9 +244,12 @@
     state.bot = data.bot;
     state.maxText = data.max_text_length || state.maxText;
     $("message-text").maxLength = state.maxText;
-    for (const u of data.users) addFriend(u.id, u.name);
+    learnUsers(data.users);
     state.messages.clear();
     for (const m of data.messages) addMessage(m);
+    state.posts.clear();
+    for (const p of data.posts || []) state.posts.set(p.id, p);
+    renderPosts();
     if (state.selected === null && state.friends.size) select(state.friends.keys().next().value);
     else renderConversation();
     renderWebhooks(data.webhooks);
@@ -210,14 +272,20 @@
     });
     on("snapshot", onSnapshot);
     on("message", (data) => {
-      for (const u of data.users || []) addFriend(u.id, u.name);
+      learnUsers(data.users);
       addMessage(data);
+    });
+    on("post", (data) => {
+      learnUsers(data.users);
+      addPost(data);
     });
     on("delivery", addDelivery);
     on("webhooks", (data) => renderWebhooks(data.webhooks));
     on("reset", () => {
       state.messages.clear();
+      state.posts.clear();
       state.deliveries = [];
+      renderPosts();
       renderConversation();
       renderDeliveries();
     });
@@ -284,8 +352,46 @@
     });
   }
 
+  function wireMentionForm() {
+    $("mention-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const input = $("mention-text");
+      const error = $("mention-error");
+      const text = input.value;
+      if (state.selected === null) { error.textContent = "Pick or add a friend first."; return; }
+      if (!text.trim()) { error.textContent = "Type a post first."; return; }
+      error.textContent = "";
+      $("post-mention").disabled = true;
+      try {
+        const answer = await fetch(`${PREFIX}/mention`, {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({
+            sender_id: state.selected, sender_name: state.friends.get(state.selected), text,
+          }),
+        });
+        const data = await answer.json();
+        if (!answer.ok) {
+          error.textContent = data.error || `The emulator answered HTTP ${answer.status}.`;
+        } else {
+          input.value = "";
+          const failed = (data.deliveries || []).filter((d) => !d.held && !(d.status >= 200 && d.status < 300));
+          if (!(data.deliveries || []).length) error.textContent = "No webhook got this post (none valid and subscribed to mentions).";
+          else if (failed.length) error.textContent = `Delivery failed: ${failed[0].error || "HTTP " + failed[0].status}.`;
+        }
+      } catch (exc) {
+        error.textContent = `Could not reach the emulator: ${exc}`;
+      } finally {
+        $("post-mention").disabled = false;
+        input.focus();
+      }
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     $("send").disabled = true;
+    $("post-mention").disabled = true;
+    wireMentionForm();
     renderFriends();
     renderDeliveries();
     wireForms();
