@@ -96,6 +96,7 @@ async def demo_world(workdir: Path) -> AsyncIterator[Ports]:
         metrics_port=ports.metrics,
         store_url=f"sqlite:///{workdir / 'catbot.db'}",
         cooldown_seconds=0,
+        reply_to_mentions=True,  # so "Post publicly" on the chat page gets answered too
         trigger=None,
         reply_suffix=SUFFIX,
         facts_url=None,
