@@ -465,7 +465,7 @@ class RedisStore:
             return []
         args: list[str | int | float] = [self.dedupe_ms, repr(now)]
         for event in events:
-            args += [event.event_id, event.sender_id, _dump_event(event)]
+            args += [event.event_id, event.sender_id, event.to_json()]
         flags = await self._run("enqueue", *args)
         return [bool(int(flag)) for flag in flags]
 
@@ -478,7 +478,8 @@ class RedisStore:
         if not row:
             return None
         job_id, payload, attempts, enqueued_at = row
-        return Job(int(job_id), _load_event(payload), int(attempts), token, float(enqueued_at))
+        event = InboundDM.from_json(payload)
+        return Job(int(job_id), event, int(attempts), token, float(enqueued_at))
 
     async def extend(self, job: Job, now: float, lease_seconds: float) -> bool:
         lease_until = now + lease_seconds
@@ -505,7 +506,7 @@ class RedisStore:
             "event_id": job.event.event_id,
             "user_id": job.event.sender_id,
             "reason": reason[:500],
-            "payload": _dump_event(job.event),
+            "payload": job.event.to_json(),
             "failed_at": now,
         })
         return bool(await self._run(
@@ -605,11 +606,3 @@ def _user_args(state: UserState | None) -> list[str]:
     if state.last_fact_at is not None:
         fields += ["last_fact_at", repr(state.last_fact_at)]
     return fields
-
-
-def _dump_event(event: InboundDM) -> str:
-    return event.to_json()
-
-
-def _load_event(payload: str) -> InboundDM:
-    return InboundDM.from_json(payload)

@@ -253,7 +253,7 @@ class SQLiteStore:
                     if is_new:
                         inserted.discard(event.event_id)
                         fresh_rows.append((event.event_id, event.sender_id,
-                                           _dump_event(event), now, now))
+                                           event.to_json(), now, now))
                     flags[-1].append(is_new)
             if fresh_rows:
                 await db.executemany(
@@ -272,7 +272,8 @@ class SQLiteStore:
         if row is None:
             return None
         job_id, payload, attempts, enqueued_at = row
-        return Job(int(job_id), _load_event(payload), int(attempts), token, float(enqueued_at))
+        event = InboundDM.from_json(payload)
+        return Job(int(job_id), event, int(attempts), token, float(enqueued_at))
 
     async def extend(self, job: Job, now: float, lease_seconds: float) -> bool:
         return await self._update_claimed(
@@ -311,7 +312,7 @@ class SQLiteStore:
                     "INSERT INTO dead_letters (event_id, user_id, reason, payload, failed_at)"
                     " VALUES (?, ?, ?, ?, ?)",
                     (job.event.event_id, job.event.sender_id, reason[:500],
-                     _dump_event(job.event), now),
+                     job.event.to_json(), now),
                 )
                 if state is not None:
                     await _save_user(db, state)
@@ -421,11 +422,3 @@ async def _save_user(db: aiosqlite.Connection, state: UserState) -> None:
         (state.user_id, int(state.opted_out), state.last_fact_at, state.day,
          state.replies_today, json.dumps(sorted(state.seen_facts))),
     )
-
-
-def _dump_event(event: InboundDM) -> str:
-    return event.to_json()
-
-
-def _load_event(payload: str) -> InboundDM:
-    return InboundDM.from_json(payload)
