@@ -7,9 +7,6 @@ daemon; tweepy's AsyncClient, unchanged, plays the daemon's X client.
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import hashlib
 import hmac
 import json
 import os
@@ -19,152 +16,35 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import tweepy
-from aiohttp import web
-from oauthlib.oauth1 import Client as OAuthClient
-from tweepy.asynchronous import AsyncClient
-from yarl import URL
 
-from catbot.emulator import ConfigError, RunningEmulator, config_from_env, start_emulator
+from catbot.emulator import ConfigError, RunningEmulator, config_from_env
 from catbot.emulator.config import EmulatorConfig
 from catbot.emulator.oauth import AuthOutcome, Credentials, RequestToVerify, verify
+from tests.emulator_fixtures import (
+    ACCESS_TOKEN,
+    BOT,
+    CONSUMER_KEY,
+    ENV,
+    SECRET,
+    SIGNATURE_HEADER,
+    TOKEN_SECRET,
+    EmulatorFactory,
+    Receiver,
+    ReceiverFactory,
+    bearer_client,
+    hmac_b64,
+    oauth_signer,
+    tweepy_client,
+    wait_valid,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SECRET = "test-consumer-secret"
-CONSUMER_KEY = "test-consumer-key"
-BOT = "7000"
-ACCESS_TOKEN = f"{BOT}-test-access-token"
-TOKEN_SECRET = "test-token-secret"
-ENV = {
-    "CATBOT_X_CONSUMER_KEY": CONSUMER_KEY,
-    "CATBOT_X_CONSUMER_SECRET": SECRET,
-    "CATBOT_X_ACCESS_TOKEN": ACCESS_TOKEN,
-    "CATBOT_X_ACCESS_TOKEN_SECRET": TOKEN_SECRET,
-}
-SIGNATURE_HEADER = "x-twitter-webhooks-signature"
-
-
-def hmac_b64(secret: str, message: bytes) -> str:
-    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
-    return "sha256=" + base64.b64encode(digest).decode()
-
-
-# --- a fake webhook receiver -----------------------------------------------------------
-
-
-class Receiver:
-    """Answers CRCs with its own secret and records every delivery."""
-
-    def __init__(self, secret: str, *, post_delay: float = 0.0) -> None:
-        self.secret = secret
-        self.post_delay = post_delay
-        self.crc_tokens: list[str] = []
-        self.posts: list[tuple[dict[str, str], bytes]] = []
-        self._changed = asyncio.Event()
-        self.url = ""
-        self.app = web.Application()
-        self.app.router.add_get("/webhook", self._crc)
-        self.app.router.add_post("/webhook", self._event)
-
-    async def _crc(self, request: web.Request) -> web.Response:
-        token = request.query["crc_token"]
-        self.crc_tokens.append(token)
-        return web.json_response({"response_token": hmac_b64(self.secret, token.encode())})
-
-    async def _event(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        await asyncio.sleep(self.post_delay)
-        self.posts.append(({k.lower(): v for k, v in request.headers.items()}, body))
-        self._changed.set()
-        return web.Response(status=200)
-
-    async def wait_posts(self, count: int, within: float = 5.0) -> None:
-        deadline = time.monotonic() + within
-        while len(self.posts) < count:
-            self._changed.clear()
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"expected {count} deliveries, got {len(self.posts)}"
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
-
-    def payload(self, index: int = -1) -> dict[str, Any]:
-        result: dict[str, Any] = json.loads(self.posts[index][1])
-        return result
-
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
-
-
-ReceiverFactory = Callable[..., Awaitable[Receiver]]
-EmulatorFactory = Callable[..., Awaitable[RunningEmulator]]
-
-
-@pytest.fixture
-async def make_receiver() -> AsyncIterator[ReceiverFactory]:
-    runners: list[web.AppRunner] = []
-
-    async def factory(secret: str = SECRET, **kwargs: Any) -> Receiver:
-        receiver = Receiver(secret, **kwargs)
-        runner, base = await serve(receiver.app)
-        runners.append(runner)
-        receiver.url = base + "/webhook"
-        return receiver
-
-    yield factory
-    for runner in runners:
-        await runner.cleanup()
-
-
-@pytest.fixture
-async def receiver(make_receiver: ReceiverFactory) -> Receiver:
-    return await make_receiver()
-
-
-@pytest.fixture
-async def make_emulator() -> AsyncIterator[EmulatorFactory]:
-    running: list[RunningEmulator] = []
-
-    async def factory(*webhook_urls: str, env: dict[str, str] | None = None, **kw: Any) -> Any:
-        kw.setdefault("crc_retry_interval", 0.05)
-        kw.setdefault("crc_retry_total", 2.0)
-        config = config_from_env(
-            env or ENV, host="127.0.0.1", port=0, webhook_urls=webhook_urls, **kw
-        )
-        emulator = await start_emulator(config)
-        running.append(emulator)
-        return emulator
-
-    yield factory
-    for emulator in running:
-        await emulator.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def wait_valid(http: aiohttp.ClientSession, emulator: RunningEmulator) -> dict[str, Any]:
-    deadline = time.monotonic() + 5
-    while True:
-        async with http.get(emulator.url + "/_emulator/webhooks") as resp:
-            hooks = (await resp.json())["webhooks"]
-        if hooks and all(h["valid"] for h in hooks):
-            result: dict[str, Any] = hooks[0]
-            return result
-        assert time.monotonic() < deadline, hooks
-        await asyncio.sleep(0.02)
 
 
 async def control(
@@ -173,39 +53,6 @@ async def control(
     async with http.request(method, emulator.url + "/_emulator/" + path, **kw) as resp:
         assert resp.content_type == "application/json"
         return resp.status, await resp.json()
-
-
-# --- tweepy, unchanged, aimed at the emulator ------------------------------------------
-
-
-class RewritingSession:
-    """tweepy hard-codes https://api.twitter.com; send its requests to the emulator instead."""
-
-    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
-        self._session = session
-        self._base = URL(base)
-
-    def request(self, method: str, url: str | URL, **kwargs: Any) -> Any:
-        target = url if isinstance(url, URL) else URL(url)
-        target = (
-            target.with_scheme(self._base.scheme)
-            .with_host(self._base.host or "127.0.0.1")
-            .with_port(self._base.port)
-        )
-        return self._session.request(method, target, **kwargs)
-
-
-def tweepy_client(
-    http: aiohttp.ClientSession, emulator: RunningEmulator, consumer_secret: str = SECRET
-) -> AsyncClient:
-    client = AsyncClient(
-        consumer_key=CONSUMER_KEY,
-        consumer_secret=consumer_secret,
-        access_token=ACCESS_TOKEN,
-        access_token_secret=TOKEN_SECRET,
-    )
-    client.session = RewritingSession(http, emulator.url)
-    return client
 
 
 def v11_body(recipient: str, text: str) -> dict[str, Any]:
@@ -257,7 +104,7 @@ def test_oauth_accepts_the_public_urls_only_with_the_right_secrets() -> None:
     path = "/2/dm_conversations/with/42/messages?a=b%3Ac"
 
     def check(signed_base: str, token_secret: str = TOKEN_SECRET, **kw: Any) -> AuthOutcome:
-        signer = OAuthClient(CONSUMER_KEY, SECRET, ACCESS_TOKEN, token_secret)
+        signer = oauth_signer(token_secret)
         _, headers, _ = signer.sign(signed_base + path, "POST")
         request = RequestToVerify("POST", "http", "127.0.0.1:8099", path, headers["Authorization"])
         return verify(request, credentials, now=time.time(), max_clock_skew=300, **kw)
@@ -551,8 +398,7 @@ async def test_bad_credentials_are_unauthorized(
             user_auth=True,
         )
     assert v11_error.value.api_codes == [32]
-    bearer = AsyncClient(bearer_token="app-only")
-    bearer.session = RewritingSession(http, emulator.url)
+    bearer = bearer_client(http, emulator, "app-only")
     with pytest.raises(tweepy.Forbidden):
         await bearer.create_direct_message(participant_id="42", text="hi", user_auth=False)
     _, stats = await control(http, emulator, "GET", "stats")
@@ -569,7 +415,7 @@ async def test_signature_over_the_emulator_url_and_clock_skew(
     url = emulator.url + "/1.1/direct_messages/events/new.json"
 
     async def post(timestamp: str | None = None) -> tuple[int, Any]:
-        signer = OAuthClient(CONSUMER_KEY, SECRET, ACCESS_TOKEN, TOKEN_SECRET, timestamp=timestamp)
+        signer = oauth_signer(timestamp=timestamp)
         _, headers, _ = signer.sign(url, "POST")
         async with http.post(url, json=v11_body("42", "hi"), headers=headers) as resp:
             return resp.status, await resp.json()

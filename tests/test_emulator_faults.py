@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import contextlib
-import hashlib
-import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +19,22 @@ import pytest
 import tweepy
 from aiohttp import web
 
-from catbot.emulator import ConfigError, RunningEmulator, config_from_env, start_emulator
+from catbot.emulator import ConfigError, RunningEmulator, config_from_env
 from catbot.emulator.cli import config_from_args, configure_parser
 from catbot.emulator.faults import Faults
-from tests.test_emulator import ENV, SECRET, tweepy_client
+from tests.emulator_fixtures import (
+    ENV,
+    SECRET,
+    SIGNATURE_HEADER,
+    EmulatorFactory,
+    Serving,
+    WebhookApp,
+    hmac_b64,
+    tweepy_client,
+)
 
-BOT = "7000"
-SIGNATURE_HEADER = "x-twitter-webhooks-signature"
 
-
-def hmac_b64(secret: str, message: bytes) -> str:
-    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
-    return "sha256=" + base64.b64encode(digest).decode()
-
-
-class Hook:
+class Hook(WebhookApp):
     """A webhook receiver with scripted answers: (delay, status) per POST, then 200 at once."""
 
     def __init__(self, name: str) -> None:
@@ -46,12 +43,7 @@ class Hook:
         self.crc_delay = 0.0
         self.script: list[tuple[float, int]] = []
         self.posts: list[tuple[float, bytes, str | None]] = []
-        self.crc_tokens: list[str] = []
-        self.url = ""
-        self._changed = asyncio.Event()
-        self.app = web.Application()
-        self.app.router.add_get("/webhook", self._crc)
-        self.app.router.add_post("/webhook", self._event)
+        super().__init__()
 
     async def _crc(self, request: web.Request) -> web.Response:
         token = request.query["crc_token"]
@@ -77,59 +69,21 @@ class Hook:
             ids.extend(e["id"] for e in events)
         return ids
 
-    async def wait_posts(self, count: int, within: float = 5.0) -> None:
-        deadline = time.monotonic() + within
-        while len(self.posts) < count:
-            self._changed.clear()
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"{self.name}: expected {count} posts, got {len(self.posts)}"
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+    def _shortfall(self, count: int) -> str:
+        return f"{self.name}: expected {count} posts, got {len(self.posts)}"
 
 
 HookFactory = Callable[..., Awaitable[Hook]]
-EmulatorFactory = Callable[..., Awaitable[RunningEmulator]]
 
 
 @pytest.fixture
-async def make_hook() -> AsyncIterator[HookFactory]:
-    runners: list[web.AppRunner] = []
-
+def make_hook(serving: Serving) -> HookFactory:
     async def factory(name: str = "hook") -> Hook:
         hook = Hook(name)
-        runner = web.AppRunner(hook.app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        hook.url = f"http://127.0.0.1:{runner.addresses[0][1]}/webhook"
+        hook.url = await serving(hook.app) + "/webhook"
         return hook
 
-    yield factory
-    for runner in runners:
-        await runner.cleanup()
-
-
-@pytest.fixture
-async def make_emu() -> AsyncIterator[EmulatorFactory]:
-    running: list[RunningEmulator] = []
-
-    async def factory(*webhook_urls: str, **kw: Any) -> RunningEmulator:
-        kw.setdefault("crc_retry_interval", 0.05)
-        kw.setdefault("crc_retry_total", 2.0)
-        config = config_from_env(ENV, host="127.0.0.1", port=0, webhook_urls=webhook_urls, **kw)
-        emulator = await start_emulator(config)
-        running.append(emulator)
-        return emulator
-
-    yield factory
-    for emulator in running:
-        await emulator.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+    return factory
 
 
 class Control:
@@ -166,9 +120,9 @@ async def settle(seconds: float = 0.2) -> None:
 
 
 async def test_default_mode_delivers_every_event_to_every_webhook(
-    make_emu: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
 ) -> None:
-    emulator = await make_emu()
+    emulator = await make_emulator()
     ctl = Control(http, emulator)
     hooks = [await make_hook(f"h{i}") for i in range(3)]
     await ctl.register(*hooks)
@@ -179,9 +133,9 @@ async def test_default_mode_delivers_every_event_to_every_webhook(
 
 
 async def test_round_robin_sends_each_event_to_one_webhook_in_turn(
-    make_emu: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
 ) -> None:
-    emulator = await make_emu()
+    emulator = await make_emulator()
     ctl = Control(http, emulator)
     hooks = [await make_hook(f"h{i}") for i in range(3)]
     ids = await ctl.register(*hooks)
@@ -218,9 +172,9 @@ async def test_round_robin_sends_each_event_to_one_webhook_in_turn(
 
 
 async def test_round_robin_duplicate_every_sends_the_nth_event_to_two_webhooks(
-    make_emu: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
 ) -> None:
-    emulator = await make_emu()
+    emulator = await make_emulator()
     ctl = Control(http, emulator)
     hooks = [await make_hook(f"h{i}") for i in range(2)]
     await ctl.register(*hooks)
@@ -241,9 +195,9 @@ async def test_round_robin_duplicate_every_sends_the_nth_event_to_two_webhooks(
 
 
 async def test_round_robin_skips_invalid_webhooks_and_redelivers_to_the_next(
-    make_emu: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
 ) -> None:
-    emulator = await make_emu()
+    emulator = await make_emulator()
     ctl = Control(http, emulator)
     hooks = [await make_hook(f"h{i}") for i in range(3)]
     ids = await ctl.register(*hooks)
@@ -264,12 +218,12 @@ async def test_round_robin_skips_invalid_webhooks_and_redelivers_to_the_next(
 
 
 async def test_round_robin_with_several_startup_webhooks_ignores_the_tier_limit(
-    make_emu: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
 ) -> None:
     hooks = [await make_hook(f"h{i}") for i in range(3)]
     with pytest.raises(ConfigError, match="max-webhooks"):
         config_from_env(ENV, webhook_urls=[h.url for h in hooks])
-    emulator = await make_emu(*(h.url for h in hooks), delivery_mode="round_robin")
+    emulator = await make_emulator(*(h.url for h in hooks), delivery_mode="round_robin")
     ctl = Control(http, emulator)
     deadline = time.monotonic() + 5
     while len((await ctl.ok("GET", "delivery_mode"))["rotation"]) < 3:
@@ -281,9 +235,9 @@ async def test_round_robin_with_several_startup_webhooks_ignores_the_tier_limit(
 
 
 async def test_delivery_mode_validation(
-    make_emu: EmulatorFactory, http: aiohttp.ClientSession
+    make_emulator: EmulatorFactory, http: aiohttp.ClientSession
 ) -> None:
-    ctl = Control(http, await make_emu())
+    ctl = Control(http, await make_emulator())
     for bad in (
         {"mode": "random"},
         {},
@@ -330,9 +284,9 @@ def test_cli_flags_for_delivery(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 async def test_latency_on_any_route_by_class_pattern_or_template(
-    make_emu: EmulatorFactory, http: aiohttp.ClientSession
+    make_emulator: EmulatorFactory, http: aiohttp.ClientSession
 ) -> None:
-    emulator = await make_emu()
+    emulator = await make_emulator()
     ctl = Control(http, emulator)
     client = tweepy_client(http, emulator)
 
@@ -379,9 +333,9 @@ async def test_latency_on_any_route_by_class_pattern_or_template(
 
 
 async def test_fail_ratio_is_seeded_and_fail_for_seconds_is_an_outage(
-    make_emu: EmulatorFactory, http: aiohttp.ClientSession
+    make_emulator: EmulatorFactory, http: aiohttp.ClientSession
 ) -> None:
-    emulator = await make_emu()
+    emulator = await make_emulator()
     ctl = Control(http, emulator)
     client = tweepy_client(http, emulator)
 
@@ -411,9 +365,9 @@ async def test_fail_ratio_is_seeded_and_fail_for_seconds_is_an_outage(
 
 
 async def test_dropped_connections_send_nothing(
-    make_emu: EmulatorFactory, http: aiohttp.ClientSession
+    make_emulator: EmulatorFactory, http: aiohttp.ClientSession
 ) -> None:
-    emulator = await make_emu()
+    emulator = await make_emulator()
     ctl = Control(http, emulator)
     client = tweepy_client(http, emulator)
     await ctl.ok("POST", "faults", {"dm_drop_next": 2})
@@ -436,9 +390,9 @@ async def test_dropped_connections_send_nothing(
 
 
 async def test_rate_limit_window_and_runtime_budget(
-    make_emu: EmulatorFactory, http: aiohttp.ClientSession
+    make_emulator: EmulatorFactory, http: aiohttp.ClientSession
 ) -> None:
-    emulator = await make_emu()
+    emulator = await make_emulator()
     ctl = Control(http, emulator)
     client = tweepy_client(http, emulator)
     send = client.create_direct_message
@@ -483,9 +437,9 @@ async def test_rate_limit_window_and_runtime_budget(
 
 
 async def test_permanent_refusals_with_codes_349_226_and_150(
-    make_emu: EmulatorFactory, http: aiohttp.ClientSession
+    make_emulator: EmulatorFactory, http: aiohttp.ClientSession
 ) -> None:
-    emulator = await make_emu()
+    emulator = await make_emulator()
     ctl = Control(http, emulator)
     client = tweepy_client(http, emulator)
     faults = await ctl.ok(
@@ -526,9 +480,9 @@ async def test_permanent_refusals_with_codes_349_226_and_150(
 
 
 async def test_patch_merges_and_fields_are_validated(
-    make_emu: EmulatorFactory, http: aiohttp.ClientSession
+    make_emulator: EmulatorFactory, http: aiohttp.ClientSession
 ) -> None:
-    ctl = Control(http, await make_emu())
+    ctl = Control(http, await make_emulator())
     await ctl.ok("POST", "faults", {"dm_fail_next": 3, "latency": {"dm": 0.1}})
     merged = await ctl.ok("PATCH", "faults", {"dm_drop_next": 1})
     assert (merged["dm_fail_next"], merged["dm_drop_next"], merged["latency"]) == (
@@ -557,10 +511,10 @@ async def test_patch_merges_and_fields_are_validated(
 
 
 async def test_duplicate_deliveries(
-    make_emu: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
 ) -> None:
     hook = await make_hook()
-    emulator = await make_emu(hook.url)
+    emulator = await make_emulator(hook.url)
     ctl = Control(http, emulator)
     await ctl.ok("POST", "faults", {"deliver_duplicates_ratio": 1.0})
     answer = await ctl.dm()
@@ -578,10 +532,10 @@ async def test_duplicate_deliveries(
 
 
 async def test_reordered_deliveries_are_held_then_shuffled(
-    make_emu: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
 ) -> None:
     hook = await make_hook()
-    emulator = await make_emu(hook.url)
+    emulator = await make_emulator(hook.url)
     ctl = Control(http, emulator)
     await ctl.ok("POST", "faults", {"reorder_window": 0.4, "seed": 1})
     answers = [await ctl.dm(str(600 + n), f"msg {n}") for n in range(6)]
@@ -602,10 +556,10 @@ async def test_reordered_deliveries_are_held_then_shuffled(
 
 
 async def test_redelivery_after_errors_and_slow_answers(
-    make_emu: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
 ) -> None:
     hook = await make_hook()
-    emulator = await make_emu(hook.url, redelivery_delays=(0.05, 0.1, 0.1))
+    emulator = await make_emulator(hook.url, redelivery_delays=(0.05, 0.1, 0.1))
     ctl = Control(http, emulator)
     hook.script = [(0.0, 500), (0.0, 503)]
     answer = await ctl.dm()
@@ -640,10 +594,10 @@ async def test_redelivery_after_errors_and_slow_answers(
 
 
 async def test_no_redelivery_unless_configured(
-    make_emu: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
 ) -> None:
     hook = await make_hook()
-    ctl = Control(http, await make_emu(hook.url))
+    ctl = Control(http, await make_emulator(hook.url))
     hook.script = [(0.0, 503)]
     assert (await ctl.dm())["deliveries"][0]["status"] == 503
     await settle(0.3)
@@ -651,10 +605,10 @@ async def test_no_redelivery_unless_configured(
 
 
 async def test_a_late_crc_answer_invalidates_the_webhook(
-    make_emu: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
 ) -> None:
     hook = await make_hook()
-    ctl = Control(http, await make_emu(hook.url))
+    ctl = Control(http, await make_emulator(hook.url))
     await hook.wait_posts(0)
     [ok] = (await ctl.ok("POST", "crc"))["crc"]
     assert ok["valid"] is True
@@ -673,8 +627,10 @@ async def test_a_late_crc_answer_invalidates_the_webhook(
     assert status == 404
 
 
-async def test_request_log_filters(make_emu: EmulatorFactory, http: aiohttp.ClientSession) -> None:
-    emulator = await make_emu()
+async def test_request_log_filters(
+    make_emulator: EmulatorFactory, http: aiohttp.ClientSession
+) -> None:
+    emulator = await make_emulator()
     ctl = Control(http, emulator)
     client = tweepy_client(http, emulator)
     await client.create_direct_message(participant_id="42", text="one")
@@ -698,10 +654,10 @@ async def test_request_log_filters(make_emu: EmulatorFactory, http: aiohttp.Clie
 
 
 async def test_reset_discards_held_deliveries(
-    make_emu: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
 ) -> None:
     hook = await make_hook()
-    ctl = Control(http, await make_emu(hook.url))
+    ctl = Control(http, await make_emulator(hook.url))
     await ctl.ok("POST", "faults", {"reorder_window": 0.2})
     assert (await ctl.dm())["deliveries"][0]["held"] is True
     await ctl.ok("POST", "reset")

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import hashlib
-import hmac
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,25 +24,25 @@ import pytest
 import tweepy
 from aiohttp import web
 from multidict import CIMultiDictProxy
-from oauthlib.oauth1 import Client as OAuthClient
 from tweepy.asynchronous import AsyncClient
-from yarl import URL
 
-from catbot.emulator import ConfigError, RunningEmulator, config_from_env, start_emulator
+from catbot.emulator import ConfigError, RunningEmulator, config_from_env
 from catbot.emulator.cli import config_from_args, configure_parser
+from tests.emulator_fixtures import (
+    BOT,
+    CONSUMER_KEY,
+    ENV,
+    SECRET,
+    SIGNATURE_HEADER,
+    EmulatorFactory,
+    Serving,
+    WebhookApp,
+    bearer_client,
+    hmac_b64,
+    oauth_signer,
+    tweepy_client,
+)
 
-SECRET = "test-consumer-secret"
-CONSUMER_KEY = "test-consumer-key"
-BOT = "7000"
-ACCESS_TOKEN = f"{BOT}-test-access-token"
-TOKEN_SECRET = "test-token-secret"
-ENV = {
-    "CATBOT_X_CONSUMER_KEY": CONSUMER_KEY,
-    "CATBOT_X_CONSUMER_SECRET": SECRET,
-    "CATBOT_X_ACCESS_TOKEN": ACCESS_TOKEN,
-    "CATBOT_X_ACCESS_TOKEN_SECRET": TOKEN_SECRET,
-}
-SIGNATURE_HEADER = "x-twitter-webhooks-signature"
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 AA = "/2/account_activity/webhooks"
 V11 = "/1.1/account_activity/all"
@@ -54,15 +52,10 @@ def basic(key: str, secret: str) -> dict[str, str]:
     return {"Authorization": aiohttp.encode_basic_auth(key, secret)}
 
 
-def hmac_b64(secret: str, message: bytes) -> str:
-    digest = hmac.new(secret.encode(), message, hashlib.sha256).digest()
-    return "sha256=" + base64.b64encode(digest).decode()
-
-
 # --- a webhook receiver that can be told to misbehave ----------------------------------
 
 
-class Receiver:
+class Receiver(WebhookApp):
     """Answers CRCs per `mode` and records deliveries.
 
     Modes: ok, wrong_secret, slow (beyond the emulator's CRC deadline), error (HTTP 500),
@@ -72,12 +65,8 @@ class Receiver:
     def __init__(self) -> None:
         self.mode = "ok"
         self.slow_for = 1.0
-        self.crc_tokens: list[str] = []
         self.posts: list[tuple[dict[str, str], bytes]] = []
-        self.url = ""
-        self.app = web.Application()
-        self.app.router.add_get("/webhook", self._crc)
-        self.app.router.add_post("/webhook", self._event)
+        super().__init__()
 
     async def _crc(self, request: web.Request) -> web.Response:
         token = request.query["crc_token"]
@@ -101,70 +90,21 @@ class Receiver:
 
 
 ReceiverFactory = Callable[[], Awaitable[Receiver]]
-EmulatorFactory = Callable[..., Awaitable[RunningEmulator]]
 
 
 @pytest.fixture
-async def make_receiver() -> AsyncIterator[ReceiverFactory]:
-    runners: list[web.AppRunner] = []
+def make_receiver(serving: Serving) -> ReceiverFactory:
+    """This file's own misbehaving `Receiver`, in place of the shared fixture's."""
 
     async def factory() -> Receiver:
         receiver = Receiver()
-        runner = web.AppRunner(receiver.app, access_log=None, shutdown_timeout=0.1)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        receiver.url = f"http://127.0.0.1:{runner.addresses[0][1]}/webhook"
+        receiver.url = await serving(receiver.app, shutdown_timeout=0.1) + "/webhook"
         return receiver
 
-    yield factory
-    for runner in runners:
-        await runner.cleanup()
-
-
-@pytest.fixture
-async def make_emulator() -> AsyncIterator[EmulatorFactory]:
-    running: list[RunningEmulator] = []
-
-    async def factory(*webhook_urls: str, env: dict[str, str] | None = None, **kw: Any) -> Any:
-        kw.setdefault("crc_retry_interval", 0.05)
-        kw.setdefault("crc_retry_total", 2.0)
-        config = config_from_env(
-            env or ENV, host="127.0.0.1", port=0, webhook_urls=webhook_urls, **kw
-        )
-        emulator = await start_emulator(config)
-        running.append(emulator)
-        return emulator
-
-    yield factory
-    for emulator in running:
-        await emulator.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+    return factory
 
 
 # --- tweepy, unchanged, aimed at the emulator ------------------------------------------
-
-
-class RewritingSession:
-    """tweepy hard-codes https://api.twitter.com; send its requests to the emulator instead."""
-
-    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
-        self._session = session
-        self._base = URL(base)
-
-    def request(self, method: str, url: str | URL, **kwargs: Any) -> Any:
-        target = url if isinstance(url, URL) else URL(url)
-        target = (
-            target.with_scheme(self._base.scheme)
-            .with_host(self._base.host or "127.0.0.1")
-            .with_port(self._base.port)
-        )
-        return self._session.request(method, target, **kwargs)
 
 
 @dataclass
@@ -190,16 +130,8 @@ class Api:
 
     def __init__(self, http: aiohttp.ClientSession, emulator: RunningEmulator, bearer: str):
         self.emulator = emulator
-        session = RewritingSession(http, emulator.url)
-        self.user_client = AsyncClient(
-            consumer_key=CONSUMER_KEY,
-            consumer_secret=SECRET,
-            access_token=ACCESS_TOKEN,
-            access_token_secret=TOKEN_SECRET,
-        )
-        self.user_client.session = session
-        self.app_client = AsyncClient(bearer_token=bearer)
-        self.app_client.session = session
+        self.user_client = tweepy_client(http, emulator)
+        self.app_client = bearer_client(http, emulator, bearer)
 
     async def _call(
         self,
@@ -862,7 +794,7 @@ async def test_v11_registration_with_a_signed_form_body(
     emulator = await make_emulator()
     receiver = await make_receiver()
     url = emulator.url + f"{V11}/dev/webhooks.json"
-    signer = OAuthClient(CONSUMER_KEY, SECRET, ACCESS_TOKEN, TOKEN_SECRET)
+    signer = oauth_signer()
     form = {"url": receiver.url}
     headers = {"Content-Type": "application/x-www-form-urlencoded"}
     _, signed_headers, signed_body = signer.sign(url, "POST", body=form, headers=headers)

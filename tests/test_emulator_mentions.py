@@ -13,70 +13,33 @@ import re
 import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import tweepy
-from oauthlib.oauth1 import Client as OAuthClient
-from tweepy.asynchronous import AsyncClient
 
 from catbot.emulator import RunningEmulator, config_from_env, start_emulator
-from tests.test_emulator import (
-    ACCESS_TOKEN,
-    CONSUMER_KEY,
+from tests.emulator_fixtures import (
+    BOT,
     ENV,
     SECRET,
-    TOKEN_SECRET,
+    SIGNATURE_HEADER,
+    EmulatorFactory,
     Receiver,
-    RewritingSession,
+    bearer_client,
     hmac_b64,
-    serve,
+    oauth_signer,
     tweepy_client,
+    wait_valid,
 )
 
-BOT = "7000"
 FRIEND = "42"
-SIGNATURE_HEADER = "x-twitter-webhooks-signature"
 V11_DATE = re.compile(
     r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} \d{2} \d{2}:\d{2}:\d{2} \+0000 \d{4}$"
 )
-
-EmulatorFactory = Callable[..., Awaitable[RunningEmulator]]
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    hook = Receiver(SECRET)
-    runner, base = await serve(hook.app)
-    hook.url = base + "/webhook"
-    yield hook
-    await runner.cleanup()
-
-
-@pytest.fixture
-async def make_emulator() -> AsyncIterator[EmulatorFactory]:
-    running: list[RunningEmulator] = []
-
-    async def factory(*webhook_urls: str, **kw: Any) -> RunningEmulator:
-        kw.setdefault("crc_retry_interval", 0.05)
-        kw.setdefault("crc_retry_total", 2.0)
-        config = config_from_env(ENV, host="127.0.0.1", port=0, webhook_urls=webhook_urls, **kw)
-        emulator = await start_emulator(config)
-        running.append(emulator)
-        return emulator
-
-    yield factory
-    for emulator in running:
-        await emulator.stop()
 
 
 async def control(
@@ -90,13 +53,8 @@ async def ready(
     make_emulator: EmulatorFactory, http: aiohttp.ClientSession, receiver: Receiver, **kw: Any
 ) -> RunningEmulator:
     emulator = await make_emulator(receiver.url, **kw)
-    deadline = time.monotonic() + 5
-    while True:
-        hooks = (await control(http, emulator, "GET", "webhooks"))[1]["webhooks"]
-        if hooks and hooks[0]["valid"]:
-            return emulator
-        assert time.monotonic() < deadline, hooks
-        await asyncio.sleep(0.02)
+    await wait_valid(http, emulator)
+    return emulator
 
 
 async def mention(
@@ -218,8 +176,7 @@ async def test_post_needs_the_bots_user_context(
     with pytest.raises(tweepy.Unauthorized):
         await forged.create_tweet(text="hello", user_auth=True)
 
-    bearer = AsyncClient(bearer_token=emulator.runtime.config.app_bearer_token)
-    bearer.session = RewritingSession(http, emulator.url)
+    bearer = bearer_client(http, emulator, emulator.runtime.config.app_bearer_token)
     with pytest.raises(tweepy.Forbidden):
         await bearer.create_tweet(text="hello", user_auth=False)
 
@@ -543,7 +500,7 @@ def threaded_emulator() -> Iterator[RunningEmulator]:
 
 
 def _bot_posts(base: str, text: str, reply_to: str) -> dict[str, Any]:
-    signer = OAuthClient(CONSUMER_KEY, SECRET, ACCESS_TOKEN, TOKEN_SECRET)
+    signer = oauth_signer()
     _, headers, _ = signer.sign("https://api.x.com/2/tweets", "POST")
     body = json.dumps({"text": text, "reply": {"in_reply_to_tweet_id": reply_to}}).encode()
     request = urllib.request.Request(
