@@ -122,6 +122,18 @@ def activity_envelope(
     users: Mapping[str, UserProfile],
     new_event_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
 ) -> dict[str, Any]:
+    return activity_data_envelope(subscription, {
+        "direct_message_events": [message_create_event(m) for m in messages],
+        "users": {uid: activity_user(users[uid]) for uid in _participants(messages)},
+    }, new_event_uuid)
+
+
+def activity_data_envelope(
+    subscription: Subscription,
+    payload: dict[str, Any],
+    new_event_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
+) -> dict[str, Any]:
+    """The X Activity API's `data` envelope around one event's payload (DMs and posts)."""
     data: dict[str, Any] = {
         "event_uuid": new_event_uuid(),
         "filter": {"user_id": subscription.user_id},
@@ -129,10 +141,7 @@ def activity_envelope(
     }
     if subscription.tag is not None:
         data["tag"] = subscription.tag
-    data["payload"] = {
-        "direct_message_events": [message_create_event(m) for m in messages],
-        "users": {uid: activity_user(users[uid]) for uid in _participants(messages)},
-    }
+    data["payload"] = payload
     return {"data": data}
 
 

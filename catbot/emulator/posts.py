@@ -50,7 +50,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from catbot.emulator.delivery import DeliveryOutcome
-from catbot.emulator.payloads import Envelope, encode
+from catbot.emulator.payloads import Envelope, activity_data_envelope, encode
 from catbot.emulator.runtime import Runtime
 from catbot.emulator.state import (
     EmulatorState,
@@ -273,20 +273,12 @@ def activity_post_envelope(
     new_event_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
 ) -> dict[str, Any]:
     author = state.ensure_user(post.author_id)
-    data: dict[str, Any] = {
-        "event_uuid": new_event_uuid(),
-        "filter": {"user_id": subscription.user_id},
-        "event_type": subscription.event_type,
-    }
-    if subscription.tag is not None:
-        data["tag"] = subscription.tag
-    data["payload"] = {
+    return activity_data_envelope(subscription, {
         "data": v2_post(post),
         "includes": {
             "users": [{"id": author.id, "username": author.screen_name, "name": author.name}]
         },
-    }
-    return {"data": data}
+    }, new_event_uuid)
 
 
 # --- who gets what ---------------------------------------------------------------------

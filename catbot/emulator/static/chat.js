@@ -317,17 +317,26 @@
       select(id);
     });
 
-    $("dm-form").addEventListener("submit", async (event) => {
+    wireSendForm({
+      form: "dm-form", input: "message-text", error: "dm-error", button: "send",
+      route: "dm", noun: "message",
+      unheard: "No webhook got this DM (none valid and subscribed).",
+    });
+  }
+
+  // The DM form and the public-post form differ only in their elements, route and words.
+  function wireSendForm({ form, input: inputId, error: errorId, button, route, noun, unheard }) {
+    $(form).addEventListener("submit", async (event) => {
       event.preventDefault();
-      const input = $("message-text");
-      const error = $("dm-error");
+      const input = $(inputId);
+      const error = $(errorId);
       const text = input.value;
       if (state.selected === null) { error.textContent = "Pick or add a friend first."; return; }
-      if (!text.trim()) { error.textContent = "Type a message first."; return; }
+      if (!text.trim()) { error.textContent = `Type a ${noun} first.`; return; }
       error.textContent = "";
-      $("send").disabled = true;
+      $(button).disabled = true;
       try {
-        const answer = await fetch(`${PREFIX}/dm`, {
+        const answer = await fetch(`${PREFIX}/${route}`, {
           method: "POST",
           headers: { "Content-Type": "application/json" },
           body: JSON.stringify({
@@ -340,51 +349,23 @@
         } else {
           input.value = "";
           const failed = (data.deliveries || []).filter((d) => !d.held && !(d.status >= 200 && d.status < 300));
-          if (!(data.deliveries || []).length) error.textContent = "No webhook got this DM (none valid and subscribed).";
+          if (!(data.deliveries || []).length) error.textContent = unheard;
           else if (failed.length) error.textContent = `Delivery failed: ${failed[0].error || "HTTP " + failed[0].status}.`;
         }
       } catch (exc) {
         error.textContent = `Could not reach the emulator: ${exc}`;
       } finally {
-        $("send").disabled = false;
+        $(button).disabled = false;
         input.focus();
       }
     });
   }
 
   function wireMentionForm() {
-    $("mention-form").addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const input = $("mention-text");
-      const error = $("mention-error");
-      const text = input.value;
-      if (state.selected === null) { error.textContent = "Pick or add a friend first."; return; }
-      if (!text.trim()) { error.textContent = "Type a post first."; return; }
-      error.textContent = "";
-      $("post-mention").disabled = true;
-      try {
-        const answer = await fetch(`${PREFIX}/mention`, {
-          method: "POST",
-          headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({
-            sender_id: state.selected, sender_name: state.friends.get(state.selected), text,
-          }),
-        });
-        const data = await answer.json();
-        if (!answer.ok) {
-          error.textContent = data.error || `The emulator answered HTTP ${answer.status}.`;
-        } else {
-          input.value = "";
-          const failed = (data.deliveries || []).filter((d) => !d.held && !(d.status >= 200 && d.status < 300));
-          if (!(data.deliveries || []).length) error.textContent = "No webhook got this post (none valid and subscribed to mentions).";
-          else if (failed.length) error.textContent = `Delivery failed: ${failed[0].error || "HTTP " + failed[0].status}.`;
-        }
-      } catch (exc) {
-        error.textContent = `Could not reach the emulator: ${exc}`;
-      } finally {
-        $("post-mention").disabled = false;
-        input.focus();
-      }
+    wireSendForm({
+      form: "mention-form", input: "mention-text", error: "mention-error",
+      button: "post-mention", route: "mention", noun: "post",
+      unheard: "No webhook got this post (none valid and subscribed to mentions).",
     });
   }
 
