@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,9 @@ class InboundDM:
 
     def to_json(self) -> str:
         """The stored form (both stores keep the same JSON)."""
-        return json.dumps(asdict(self))
+        # The instance dict holds exactly the fields, in order: what asdict() gives for
+        # these flat fields, without its recursive copy (which showed in the ingest profile).
+        return json.dumps(vars(self))
 
     @classmethod
     def from_json(cls, payload: str | bytes) -> InboundDM:

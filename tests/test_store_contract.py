@@ -13,6 +13,7 @@ The Redis runs use a real `redis-server` started by this module on a free loopba
 from __future__ import annotations
 
 import asyncio
+import random
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -121,6 +122,34 @@ async def test_enqueue_dedupes_within_one_batch(store: Store) -> None:
     assert await store.depth() == 2
     jobs = await drain(store, T0)
     assert [j.event for j in jobs] == [a, c]
+
+
+async def test_concurrent_enqueues_see_what_one_after_the_other_would(store: Store) -> None:
+    # Both stores group concurrent calls into one write: flags, dedupe and each user's order
+    # must still be those of the calls taken one at a time, in the order they were made.
+    rng = random.Random(11)
+    pool = [f"c{n}" for n in range(120)]
+    sender = {eid: str(rng.randrange(7)) for eid in pool}
+    calls = []
+    for c in range(150):
+        ids = [rng.choice(pool) for _ in range(rng.randint(1, 4))]
+        calls.append([dm(user=sender[eid], event_id=eid, text=f"{c}/{k}")
+                      for k, eid in enumerate(ids)])
+    seen: dict[str, InboundDM] = {}
+    expected = []
+    for events in calls:
+        expected.append([])
+        for event in events:
+            expected[-1].append(event.event_id not in seen)
+            seen.setdefault(event.event_id, event)
+    got = await asyncio.gather(*(store.enqueue(events, T0) for events in calls))
+    assert got == expected
+    assert await store.depth() == len(seen)
+    done = [job.event for job in await drain(store, T0)]
+    for user in set(sender.values()):
+        assert [e for e in done if e.sender_id == user] == [
+            e for e in seen.values() if e.sender_id == user
+        ]
 
 
 async def test_enqueue_empty_batch(store: Store) -> None:

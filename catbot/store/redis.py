@@ -55,6 +55,12 @@ Scripts declare `#!lua` (no `no-writes` flag), so Redis refuses them up front, b
 write, when it is out of memory or a read-only replica: a script never stops half-way for
 those reasons. The budget is a script too (count the windows, then take a slot).
 
+Group commit: concurrent `enqueue` calls of one process share one enqueue script run (one
+round trip, one AOF write and fsync), like SQLite's transactions; calls arriving while a run
+is in flight form the next one. Each call still returns only once its events are stored, and
+the run dedupes in order, so a call sees the same flags as if it ran alone after the calls
+queued before it.
+
 `release_all_claims` returns 0: no replica may hand back the others' claims; a restarted
 replica's old claims come back through XAUTOCLAIM when their lease runs out
 (`single_owner = False` tells the daemon not to call it at all).
@@ -89,6 +95,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from catbot.brain import UserState
 from catbot.models import DeadLetter, InboundDM, Job, PendingJob
 from catbot.store.base import StoreError
+from catbot.store.group_commit import GroupCommit
 
 GROUP = "workers"
 # Default client settings; any of them can be overridden in the URL's query string.
@@ -97,6 +104,9 @@ CONNECT_TIMEOUT_SECONDS = 1.0
 HEALTH_CHECK_INTERVAL_SECONDS = 10
 # A consumer (one per daemon run) with nothing pending is forgotten after this long idle.
 CONSUMER_IDLE_FORGET_MS = 3_600_000
+# Group commit: at most this many events (more only when one call brings more) per enqueue
+# script run. Bounds how long one run keeps Redis busy (a few milliseconds).
+GROUP_COMMIT_MAX_EVENTS = 1000
 
 # Shared by every script: the key prefix is ARGV[1], the turns stream is KEYS[1].
 _PRELUDE = """
@@ -145,19 +155,25 @@ end
 """
 
 _ENQUEUE = """
--- ARGV: P, dedupe ms, now, then (event id, user id, payload) per event.
+-- ARGV: P, dedupe ms, then one group per enqueue call: event count, now, and
+-- (event id, user id, payload) per event. Returns a flag per event, all groups in order.
 local ttl = ARGV[2]
-local now = ARGV[3]
 local fresh = {}
-for i = 4, #ARGV, 3 do
-  local eid = ARGV[i]
-  local flag = 0
-  if redis.call('HEXISTS', P .. 'queued', eid) == 0
-     and redis.call('SET', P .. 'seen:' .. eid, '1', 'NX', 'PX', ttl) then
-    add_job(eid, ARGV[i + 1], ARGV[i + 2], now)
-    flag = 1
+local i = 3
+while i <= #ARGV do
+  local n, now = tonumber(ARGV[i]), ARGV[i + 1]
+  i = i + 2
+  for _ = 1, n do
+    local eid = ARGV[i]
+    local flag = 0
+    if redis.call('HEXISTS', P .. 'queued', eid) == 0
+       and redis.call('SET', P .. 'seen:' .. eid, '1', 'NX', 'PX', ttl) then
+      add_job(eid, ARGV[i + 1], ARGV[i + 2], now)
+      flag = 1
+    end
+    table.insert(fresh, flag)
+    i = i + 3
   end
-  table.insert(fresh, flag)
 end
 return fresh
 """
@@ -366,6 +382,7 @@ class RedisStore:
         self.forget_consumers_idle_ms = CONSUMER_IDLE_FORGET_MS
         self._client: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        self.group_commit = GroupCommit(self._enqueue_batch, GROUP_COMMIT_MAX_EVENTS)
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -403,6 +420,8 @@ class RedisStore:
             raise StoreError(f"cannot open Redis store {self._where()}: {exc}") from exc
 
     async def close(self) -> None:
+        # Enqueues already under way finish (or fail) on the open client first.
+        await self.group_commit.drain()
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -461,13 +480,37 @@ class RedisStore:
     # Queue --------------------------------------------------------------------------------
 
     async def enqueue(self, events: Sequence[InboundDM], now: float) -> list[bool]:
+        """Group commit: concurrent enqueues share one script run (one round trip, one AOF
+        write and fsync).
+
+        A call returns only after the script run holding its events was answered, that is
+        written to the AOF (and fsynced with `appendfsync always`), exactly as if it had its
+        own; calls arriving while a run is in flight wait for the next one, which takes all
+        of them together. The run is atomic: it stores every event of the batch or none, and
+        a failure fails every call of the batch.
+        """
         if not events:
             return []
-        args: list[str | int | float] = [self.dedupe_ms, repr(now)]
-        for event in events:
-            args += [event.event_id, event.sender_id, event.to_json()]
+        return await self.group_commit.submit(events, now)
+
+    async def _enqueue_batch(
+        self, batch: Sequence[tuple[Sequence[InboundDM], float]]
+    ) -> list[list[bool]]:
+        """One script run for every call's events; a flag list per call."""
+        args: list[str | int | float] = [self.dedupe_ms]
+        for events, now in batch:
+            args += [len(events), repr(now)]
+            for event in events:
+                args += [event.event_id, event.sender_id, event.to_json()]
         flags = await self._run("enqueue", *args)
-        return [bool(int(flag)) for flag in flags]
+        if len(flags) != sum(len(events) for events, _ in batch):
+            raise StoreError(f"Redis enqueue answered {len(flags)} flags")
+        out: list[list[bool]] = []
+        at = 0
+        for events, _ in batch:
+            out.append([bool(int(flag)) for flag in flags[at : at + len(events)]])
+            at += len(events)
+        return out
 
     async def claim(self, now: float, lease_seconds: float) -> Job | None:
         token = secrets.token_hex(8)

@@ -13,18 +13,19 @@ import fcntl
 import json
 import os
 import secrets
+import sqlite3
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar, cast
 
 import aiosqlite
 
 from catbot.brain import UserState
 from catbot.models import DeadLetter, InboundDM, Job, PendingJob
 from catbot.store.base import StoreError
+from catbot.store.group_commit import GroupCommit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events_seen (
@@ -67,10 +68,10 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 """
 
-# Group commit: at most this many events per enqueue transaction; rows per INSERT statement
-# stay well under SQLite's bound-parameter limit.
+# Group commit: at most this many events per enqueue transaction.
 _GROUP_COMMIT_MAX_EVENTS = 2000
-_ROWS_PER_STATEMENT = 400
+
+_T = TypeVar("_T")
 
 # Only the oldest job of each user is claimable, and only while none of that user's jobs is
 # leased: one user's messages are answered in order, one at a time.
@@ -100,10 +101,7 @@ class SQLiteStore:
         self._db: aiosqlite.Connection | None = None
         self._lock_file: IO[bytes] | None = None
         self._write = asyncio.Lock()
-        self._pending: deque[
-            tuple[Sequence[InboundDM], float, asyncio.Future[list[bool]]]
-        ] = deque()
-        self._flusher: asyncio.Task[None] | None = None
+        self.group_commit = GroupCommit(self._enqueue_batch, _GROUP_COMMIT_MAX_EVENTS)
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -142,6 +140,7 @@ class SQLiteStore:
         self._lock_file = handle
 
     async def close(self) -> None:
+        await self.group_commit.drain()
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -194,73 +193,39 @@ class SQLiteStore:
         """
         if not events:
             return []
-        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        self._pending.append((events, now, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_pending())
-        # A caller giving up (a timeout) cancels only its own future: the flusher task, and
-        # so the others' commit, goes on (its events may still be stored: at-least-once).
-        return await future
+        return await self.group_commit.submit(events, now)
 
-    async def _flush_pending(self) -> None:
-        while self._pending:
-            batch: list[tuple[Sequence[InboundDM], float, asyncio.Future[list[bool]]]] = []
-            size = 0
-            while self._pending and size < _GROUP_COMMIT_MAX_EVENTS:
-                item = self._pending.popleft()
-                batch.append(item)
-                size += len(item[0])
-            try:
-                results = await self._enqueue_batch([(e, n) for e, n, _ in batch])
-            except BaseException as exc:
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(
-                            exc if isinstance(exc, Exception) else StoreError("enqueue aborted")
-                        )
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for (_, _, future), fresh in zip(batch, results, strict=True):
-                if not future.done():
-                    future.set_result(fresh)
+    async def _on_connection_thread(
+        self, fn: Callable[[sqlite3.Connection, str], _T], arg: str
+    ) -> _T:
+        """Run `fn(connection, arg)` on aiosqlite's connection thread, in its queue order.
+
+        aiosqlite has no public call for this; `_execute` is what all its methods use (the
+        version is pinned, and the store's contract tests run through here).
+        """
+        db = self.db
+        run = cast(Callable[..., Awaitable[_T]], db._execute)
+        return await run(fn, db._conn, arg)
 
     async def _enqueue_batch(
         self, batch: Sequence[tuple[Sequence[InboundDM], float]]
     ) -> list[list[bool]]:
-        rows = [(event, now) for events, now in batch for event in events]
-        inserted: set[str] = set()
-        async with self._transaction() as db:
-            for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-                chunk = rows[start : start + _ROWS_PER_STATEMENT]
-                params: list[Any] = []
-                for event, now in chunk:
-                    params += (event.event_id, now)
-                values = ",".join(["(?, ?)"] * len(chunk))
-                async with db.execute(
-                    "INSERT OR IGNORE INTO events_seen (event_id, seen_at) VALUES "
-                    + values + " RETURNING event_id",
-                    params,
-                ) as cursor:
-                    inserted.update(row[0] for row in await cursor.fetchall())
-            fresh_rows: list[tuple[str, str, str, float, float]] = []
-            flags: list[list[bool]] = []
-            for events, now in batch:
-                flags.append([])
-                for event in events:
-                    # A repeated id in the same batch: only its first occurrence is new.
-                    is_new = event.event_id in inserted
-                    if is_new:
-                        inserted.discard(event.event_id)
-                        fresh_rows.append((event.event_id, event.sender_id,
-                                           event.to_json(), now, now))
-                    flags[-1].append(is_new)
-            if fresh_rows:
-                await db.executemany(
-                    "INSERT INTO jobs (event_id, user_id, payload, enqueued_at, available_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    fresh_rows,
-                )
+        rows = [(event.event_id, event.sender_id, event.to_json(), now)
+                for events, now in batch for event in events]
+        async with self._write:
+            # The whole transaction is one trip to the connection's thread, with the rows as
+            # one JSON array that SQLite unpacks (json_each): a trip per statement, or a
+            # statement per row, waits behind the busy event loop (and its GIL) every time.
+            seen = await self._on_connection_thread(_enqueue_transaction, json.dumps(rows))
+        flags: list[list[bool]] = []
+        for events, _ in batch:
+            flags.append([])
+            for event in events:
+                # A repeated id, seen before or earlier in this batch: only the first is new.
+                is_new = event.event_id not in seen
+                if is_new:
+                    seen.add(event.event_id)
+                flags[-1].append(is_new)
         return flags
 
     async def claim(self, now: float, lease_seconds: float) -> Job | None:
@@ -410,6 +375,46 @@ class SQLiteStore:
             replies_today=int(replies_today),
             seen_facts=frozenset(json.loads(seen)),
         )
+
+
+# Rows are JSON arrays [event_id, user_id, payload, now], in arrival order.
+_ROW_ID = "json_extract(value, '$[0]')"
+
+
+def _enqueue_transaction(conn: sqlite3.Connection, rows_json: str) -> set[str]:
+    """Dedupe and queue a batch in one transaction; returns the ids that were seen before.
+
+    Runs on the connection's thread. A job is queued for the first occurrence of each id
+    not seen before; job ids follow the batch order (ORDER BY key), which is each user's
+    reply order.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (seen,) = conn.execute(
+            "SELECT json_group_array(event_id) FROM events_seen"
+            f" WHERE event_id IN (SELECT {_ROW_ID} FROM json_each(?))",
+            (rows_json,),
+        ).fetchone()
+        conn.execute(
+            "INSERT OR IGNORE INTO jobs (event_id, user_id, payload, enqueued_at, available_at)"
+            f" SELECT {_ROW_ID}, json_extract(value, '$[1]'), json_extract(value, '$[2]'),"
+            " json_extract(value, '$[3]'), json_extract(value, '$[3]')"
+            " FROM json_each(?) WHERE NOT EXISTS"
+            f" (SELECT 1 FROM events_seen WHERE event_id = {_ROW_ID}) ORDER BY key",
+            (rows_json,),
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO events_seen (event_id, seen_at)"
+            f" SELECT {_ROW_ID}, json_extract(value, '$[3]') FROM json_each(?) ORDER BY key",
+            (rows_json,),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        # Also after a failed COMMIT (a full disk): see `_transaction`.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return set(json.loads(seen))
 
 
 async def _save_user(db: aiosqlite.Connection, state: UserState) -> None:

@@ -124,9 +124,13 @@ class WebhookHandler:
             self.metrics.webhook_requests.labels("too_large").inc()
             return _error(413, f"body larger than {self.policy.max_body_bytes} bytes")
         try:
-            # A client trickling its body (slow-loris) must not hold the request forever.
-            async with asyncio.timeout(self.policy.body_timeout_seconds):
+            if request.content.is_eof():
+                # The whole body came in with the headers (the usual case): no timer to arm.
                 body = await request.read()
+            else:
+                # A client trickling its body (slow-loris) must not hold the request forever.
+                async with asyncio.timeout(self.policy.body_timeout_seconds):
+                    body = await request.read()
         except TimeoutError:
             self.metrics.webhook_requests.labels("timeout").inc()
             return _error(408, "the request body took too long to arrive")
