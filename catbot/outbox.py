@@ -83,6 +83,9 @@ class Outbox:
         self._wakeups: list[asyncio.Event] = []
         self._stopping = asyncio.Event()
         self._busy = 0
+        # Nothing is known yet of what X still allows (a restart may come mid-window): the
+        # first send probes, and its headers size the rest.
+        self.gate.require_probe()
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -256,17 +259,24 @@ class Outbox:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(self, event: InboundDM, text: str) -> SentDM:
+        # The gate holds a slot for this request until it comes back: requests in flight
+        # never outnumber what X said remains.
         is_probe, waited = await self.gate.acquire()
         passed = False
+        reply_to = event.tweet_id if event.kind == "mention" and event.tweet_id else None
+        spent = False
+        sent: SentDM | None = None
         try:
             budget_wait = await self.budget.reserve()
             if budget_wait > 0:
                 self.metrics.rate_limit_waits.labels("budget").inc()
             self.metrics.rate_limit_wait_seconds.inc(waited + budget_wait)
             started = time.perf_counter()
+            # A public reply spends X's posting allowance, not the DM one the gate sizes.
+            spent = reply_to is None
             try:
-                if event.kind == "mention" and event.tweet_id:
-                    sent = await self.sender.reply_to_post(event.tweet_id, text)
+                if reply_to is not None:
+                    sent = await self.sender.reply_to_post(reply_to, text)
                 else:
                     sent = await self.sender.send(event.sender_id, text)
             except RateLimited as exc:
@@ -281,7 +291,14 @@ class Outbox:
                 self.metrics.send_seconds.observe(time.perf_counter() - started)
             passed = True
         finally:
-            self.gate.release(is_probe, passed)
+            dm_answer = sent if reply_to is None else None
+            self.gate.release(
+                is_probe,
+                passed,
+                remaining=dm_answer.remaining if dm_answer else None,
+                reset_at=dm_answer.reset_at if dm_answer else None,
+                spent=spent,
+            )
         if sent.remaining == 0 and sent.reset_at is not None:
             # X says the window is used up: pause before it has to answer 429.
             self.gate.close(sent.reset_at)

@@ -2,7 +2,8 @@
 
 `RateGate`: a 429 closes the gate for everyone until X's reset time (plus jitter). When it
 reopens, one request probes; the others follow only once the probe passed, so a still-closed
-limit costs one request, not one per worker.
+limit costs one request, not one per worker. While X's headers say how many requests remain
+in the window, no more than that are in flight at once, so none is spent on a 429.
 
 `SendBudget`: our own sliding-window budgets (per 15 min and per 24 h), so the bot does not
 send faster than the documented limits even before X answers 429. `SharedSendBudget`: the
@@ -23,6 +24,27 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class RateGate:
+    """X's DM allowance as the process knows it, shared by every worker.
+
+    Three things keep requests inside what X allows, so that none is spent on a 429:
+
+    - A 429 (or X saying `x-rate-limit-remaining: 0`) closes the gate for everyone until
+      the reset time plus jitter; then one request probes, and the others follow only once
+      the probe passed.
+    - While X's headers say how much of the window remains, every request holds a slot from
+      `acquire` to `release`, and no more requests are out at once than X said remain:
+      a request in flight has not been counted in the headers seen so far, so it counts
+      against them. Without that, workers whose requests left before the answer saying
+      "0 remain" came back each cost a 429.
+    - When nothing is known (`require_probe`, at start-up; or once the window whose
+      allowance was known has reset), one request probes first, so its headers set the
+      allowance before the others go.
+
+    An answer without headers (a failure, mostly) counts as spent against what is known: X
+    may have counted it. When nothing is known and answers bring no headers, the gate
+    stays open after its probe and 429s are handled as above.
+    """
+
     def __init__(
         self,
         clock: Clock = time.time,
@@ -36,40 +58,127 @@ class RateGate:
         self._needs_probe = False
         self._probing = False
         self._probe_done = asyncio.Event()
+        # Requests between `acquire` and `release`.
+        self.in_flight = 0
+        # What X last said remains in the window ending at `window_reset`, less the
+        # requests that reached X since without telling; None when unknown.
+        self.remaining: int | None = None
+        self.window_reset: float | None = None
+        self._changed = asyncio.Event()
 
     @property
     def is_closed(self) -> bool:
         return self._needs_probe or self._clock() < self.closed_until
 
     def close(self, until: float) -> None:
+        """X refused (or has nothing left) until `until`: wait, then probe."""
         self.closed_until = max(self.closed_until, until + self._jitter())
         self._needs_probe = True
+        self._forget()
+        self._notify()
+
+    def require_probe(self) -> None:
+        """Nothing is known of X's allowance: let one request find out before the rest."""
+        self._needs_probe = True
+        self._notify()
 
     async def acquire(self) -> tuple[bool, float]:
-        """Wait until a request may go. Returns (is_probe, seconds waited)."""
+        """Wait until a request may go and hold a slot for it until `release`.
+
+        Returns (is_probe, seconds waited).
+        """
         started = self._clock()
         while True:
-            delay = self.closed_until - self._clock()
+            now = self._clock()
+            delay = self.closed_until - now
             if delay > 0:
                 # Short naps: a later 429 may push the reset further out.
                 await self._sleep(min(delay, 1.0))
                 continue
-            if not self._needs_probe:
-                return False, self._clock() - started
-            if not self._probing:
-                self._probing = True
-                self._probe_done.clear()
-                return True, self._clock() - started
-            await self._probe_done.wait()
+            if self.window_reset is not None and now >= self.window_reset:
+                # The window we knew has reset: what the next one allows is unknown.
+                self._forget()
+                self._needs_probe = True
+            if self._needs_probe:
+                if not self._probing:
+                    self._probing = True
+                    self._probe_done.clear()
+                    self.in_flight += 1
+                    return True, self._clock() - started
+                await self._probe_done.wait()
+                continue
+            if (
+                self.remaining is not None
+                and self.window_reset is not None
+                and self.in_flight >= self.remaining
+            ):
+                # Every slot X said remains is taken by a request in flight: wait for one
+                # to come back (its headers tell what is left) or for the window to reset.
+                nap = min(self.window_reset - now, 1.0)
+                if self.in_flight:
+                    await self._changed_or_nap(nap)
+                else:
+                    await self._sleep(nap)
+                continue
+            self.in_flight += 1
+            return False, self._clock() - started
 
-    def release(self, is_probe: bool, passed: bool) -> None:
-        """Report how the request went. A failed probe leaves the next waiter to probe."""
-        if not is_probe:
-            return
-        self._probing = False
-        if passed:
-            self._needs_probe = False
-        self._probe_done.set()
+    def release(
+        self,
+        is_probe: bool,
+        passed: bool,
+        remaining: int | None = None,
+        reset_at: float | None = None,
+        *,
+        spent: bool = True,
+    ) -> None:
+        """Report how the request went and free its slot.
+
+        `remaining`/`reset_at`: X's `x-rate-limit-*` headers on the answer, when it had them.
+        `spent`: False when the request cannot have used the allowance (it never left, or
+        went to a route X counts apart). A failed probe leaves the next waiter to probe.
+        """
+        self.in_flight = max(0, self.in_flight - 1)
+        if remaining is not None and reset_at is not None:
+            self._observe(remaining, reset_at)
+        elif spent and self.remaining is not None:
+            # X may have counted it without saying so: assume it did.
+            self.remaining = max(0, self.remaining - 1)
+        if is_probe:
+            self._probing = False
+            if passed:
+                self._needs_probe = False
+            self._probe_done.set()
+        self._notify()
+
+    def _observe(self, remaining: int, reset_at: float) -> None:
+        if self.window_reset is None or reset_at > self.window_reset:
+            # The first news of this window. Requests still in flight count against it.
+            self.window_reset = reset_at
+            self.remaining = remaining
+        elif reset_at == self.window_reset:
+            # Answers may come back out of order: the smallest is X's latest count.
+            self.remaining = remaining if self.remaining is None else min(
+                self.remaining, remaining
+            )
+        # else: a late answer about a window already gone; it says nothing of this one.
+
+    def _forget(self) -> None:
+        self.remaining = None
+        self.window_reset = None
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _changed_or_nap(self, nap: float) -> None:
+        changed = asyncio.ensure_future(self._changed.wait())
+        napping = asyncio.ensure_future(self._sleep(nap))
+        try:
+            await asyncio.wait({changed, napping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            napping.cancel()
 
 
 class SendBudget:
