@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+
+import orjson
 
 
 @dataclass(frozen=True)
@@ -24,11 +25,11 @@ class InboundDM:
         """The stored form (both stores keep the same JSON)."""
         # The instance dict holds exactly the fields, in order: what asdict() gives for
         # these flat fields, without its recursive copy (which showed in the ingest profile).
-        return json.dumps(vars(self))
+        return orjson.dumps(vars(self)).decode()
 
     @classmethod
     def from_json(cls, payload: str | bytes) -> InboundDM:
-        data = json.loads(payload)
+        data = orjson.loads(payload)
         tweet_id = data.get("tweet_id")
         return cls(
             event_id=str(data["event_id"]),

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar, cast
 
 import aiosqlite
+import orjson
 
 from catbot.brain import UserState
 from catbot.models import DeadLetter, InboundDM, Job, PendingJob
@@ -216,7 +217,8 @@ class SQLiteStore:
             # The whole transaction is one trip to the connection's thread, with the rows as
             # one JSON array that SQLite unpacks (json_each): a trip per statement, or a
             # statement per row, waits behind the busy event loop (and its GIL) every time.
-            seen = await self._on_connection_thread(_enqueue_transaction, json.dumps(rows))
+            seen = await self._on_connection_thread(_enqueue_transaction,
+                                                     orjson.dumps(rows).decode())
         flags: list[list[bool]] = []
         for events, _ in batch:
             flags.append([])
