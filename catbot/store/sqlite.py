@@ -69,6 +69,19 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 """
 
+# The enqueue transaction's scratch table: private to the connection, in memory, empty
+# between transactions (a rolled-back batch leaves nothing in it either).
+_SCRATCH = """
+PRAGMA temp_store = MEMORY;
+CREATE TEMP TABLE IF NOT EXISTS incoming (
+    k INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
 # Group commit: at most this many events per enqueue transaction.
 _GROUP_COMMIT_MAX_EVENTS = 2000
 
@@ -120,6 +133,7 @@ class SQLiteStore:
             await self._db.execute("PRAGMA synchronous=FULL")
             await self._db.execute("PRAGMA busy_timeout=5000")
             await self._db.executescript(_SCHEMA)
+            await self._db.executescript(_SCRATCH)
         except Exception as exc:
             await self.close()
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
@@ -379,37 +393,37 @@ class SQLiteStore:
         )
 
 
-# Rows are JSON arrays [event_id, user_id, payload, now], in arrival order.
-_ROW_ID = "json_extract(value, '$[0]')"
-
-
 def _enqueue_transaction(conn: sqlite3.Connection, rows_json: str) -> set[str]:
     """Dedupe and queue a batch in one transaction; returns the ids that were seen before.
 
     Runs on the connection's thread. A job is queued for the first occurrence of each id
-    not seen before; job ids follow the batch order (ORDER BY key), which is each user's
+    not seen before; job ids follow the batch order (ORDER BY k), which is each user's
     reply order.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
-        (seen,) = conn.execute(
-            "SELECT json_group_array(event_id) FROM events_seen"
-            f" WHERE event_id IN (SELECT {_ROW_ID} FROM json_each(?))",
+        # Each row's JSON is read once, into a scratch table the statements below share.
+        conn.execute(
+            "INSERT INTO temp.incoming (k, event_id, user_id, payload, at)"
+            " SELECT key, json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+            " json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?)",
             (rows_json,),
+        )
+        (seen,) = conn.execute(
+            "SELECT json_group_array(event_id) FROM temp.incoming"
+            " JOIN events_seen USING (event_id)"
         ).fetchone()
         conn.execute(
             "INSERT OR IGNORE INTO jobs (event_id, user_id, payload, enqueued_at, available_at)"
-            f" SELECT {_ROW_ID}, json_extract(value, '$[1]'), json_extract(value, '$[2]'),"
-            " json_extract(value, '$[3]'), json_extract(value, '$[3]')"
-            " FROM json_each(?) WHERE NOT EXISTS"
-            f" (SELECT 1 FROM events_seen WHERE event_id = {_ROW_ID}) ORDER BY key",
-            (rows_json,),
+            " SELECT event_id, user_id, payload, at, at FROM temp.incoming AS i"
+            " WHERE NOT EXISTS (SELECT 1 FROM events_seen AS s WHERE s.event_id = i.event_id)"
+            " ORDER BY k"
         )
         conn.execute(
             "INSERT OR IGNORE INTO events_seen (event_id, seen_at)"
-            f" SELECT {_ROW_ID}, json_extract(value, '$[3]') FROM json_each(?) ORDER BY key",
-            (rows_json,),
+            " SELECT event_id, at FROM temp.incoming ORDER BY k"
         )
+        conn.execute("DELETE FROM temp.incoming")
         conn.execute("COMMIT")
     except BaseException:
         # Also after a failed COMMIT (a full disk): see `_transaction`.
