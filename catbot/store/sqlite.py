@@ -9,6 +9,7 @@ of one transaction never interleave with another coroutine's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -181,7 +182,11 @@ class SQLiteStore:
                 # Also after a failed COMMIT (a full disk): SQLite leaves that transaction
                 # open, and every later BEGIN would fail until it is rolled back.
                 if db.in_transaction:
-                    await db.execute("ROLLBACK")
+                    # A cancelled COMMIT may still finish on the connection's thread before
+                    # this ROLLBACK runs there: then there is nothing to roll back, and the
+                    # cancellation (or the first error) is what must propagate.
+                    with contextlib.suppress(sqlite3.OperationalError):
+                        await db.execute("ROLLBACK")
                 raise
 
     async def ping(self) -> None:
