@@ -39,7 +39,7 @@ emulator: install
 	$(BIN)/catbot emulator
 
 lint: install
-	$(BIN)/ruff check catbot tests
+	$(BIN)/ruff check catbot tests bench
 	$(BIN)/mypy --strict catbot
 
 # The Redis store's tests start their own redis-server (a real one, on a free loopback port).
@@ -72,7 +72,7 @@ test: lint redis-server chromium
 	$(BIN)/pytest
 
 format: install
-	$(BIN)/ruff check --fix catbot tests
+	$(BIN)/ruff check --fix catbot tests bench
 	$(BIN)/ruff format catbot tests
 
 clean:

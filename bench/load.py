@@ -12,7 +12,7 @@ import asyncio
 import json
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -76,29 +76,39 @@ async def _post(session: aiohttp.ClientSession, url: str, signature: str, body: 
         return resp.status
 
 
+async def _on_schedule(
+    count: int, rate: float, one: Callable[[int, float], Awaitable[None]]
+) -> float:
+    """Start `one(i, scheduled)` at `rate`/s whatever the answers take (open loop: a slow
+    server does not slow the offered load, so its latency is not hidden); `scheduled` is the
+    loop time request i was due. Waits for all; returns how long the sending took."""
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+    tasks = []
+    for i in range(count):
+        scheduled = start + i / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, scheduled)))
+    sent_span = loop.time() - start
+    await asyncio.gather(*tasks)
+    return sent_span
+
+
 async def open_loop(url: str, secret: str, prefix: str, rate: float, count: int
                     ) -> dict[str, Any]:
     bodies = list(signed_bodies(secret, prefix, count))
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        loop = asyncio.get_running_loop()
-        start = loop.time() + 0.05
 
-        async def one(i: int) -> None:
-            scheduled = start + i / rate
+        async def one(i: int, scheduled: float) -> None:
             status = await _post(session, url, *bodies[i])
-            latencies.append(loop.time() - scheduled)
+            latencies.append(asyncio.get_running_loop().time() - scheduled)
             statuses[status] = statuses.get(status, 0) + 1
 
-        tasks = []
-        for i in range(count):
-            delay = start + i / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        sent_span = loop.time() - start
-        await asyncio.gather(*tasks)
+        sent_span = await _on_schedule(count, rate, one)
     return {"offered_rate": rate, "sent": count, "ok": statuses.get(200, 0),
             "statuses": statuses, "achieved_rate": count / max(sent_span, 1e-9),
             **percentiles(latencies)}
@@ -149,20 +159,12 @@ async def event_to_reply_loaded(url: str, emulator: str, secret: str, rate: floa
     bodies = list(signed_bodies(secret, "loaded-", count, users=count, first_user=first))
     sent: dict[str, float] = {}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        loop = asyncio.get_running_loop()
-        start = loop.time() + 0.05
 
-        async def one(i: int) -> None:
+        async def one(i: int, scheduled: float) -> None:
             sent[str(first + i)] = time.time()
             await _post(session, url, *bodies[i])
 
-        tasks = []
-        for i in range(count):
-            delay = start + i / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
+        await _on_schedule(count, rate, one)
         deadline = time.monotonic() + 30
         while True:
             replies = await _reply_times(session, emulator)

@@ -19,6 +19,7 @@ Resident memory of the daemon is sampled every 10 s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import signal
@@ -158,11 +159,9 @@ def main() -> None:
             return Counter(m["recipient_id"] for m in emulator.messages()
                            if m["sender_id"] == BOT_ID)
 
-        try:
+        with contextlib.suppress(AssertionError):
             wait_for(lambda: sum(min(replies()[u], n) for u, n in sent.items()) == total,
                      timeout=120, interval=1, what="the outbox to drain")
-        except AssertionError:
-            pass
         got = replies()
         lost = sum(max(0, n - got[u]) for u, n in sent.items())
         duplicates = sum(max(0, got[u] - n) for u, n in sent.items())

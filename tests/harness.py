@@ -242,3 +242,16 @@ class BotAndX:
     def stop(self) -> None:
         self.daemon.stop()
         self.emulator.stop()
+
+    def logs(self) -> str:
+        """The tails of the processes' logs."""
+        return self.daemon.output()[-6000:] + "\n" + self.emulator.output()[-3000:]
+
+    # `with Pair(...) as pair:` starts, then stops and prints the logs, which pytest shows
+    # only for a failing test.
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+        print(self.logs())

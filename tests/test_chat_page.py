@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from catbot.brain import STOP_TEXT
 from catbot.facts import load_corpus
-from tests.harness import BOT_ID, Daemon, Emulator, free_port, http
+from tests.harness import BOT_ID, BotAndX, Daemon, Emulator, free_port, http
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -40,29 +40,17 @@ CORPUS = {fact.text for fact in load_corpus()}
 REPLY_TIMEOUT_MS = 20_000
 
 
-class World:
+class World(BotAndX):
     def __init__(self, tmp: Path) -> None:
         emulator_port = free_port()
         self.daemon = Daemon(tmp, emulator_port, free_port(), free_port())
         self.emulator = Emulator(tmp, emulator_port, self.daemon.webhook)
 
-    def start(self) -> World:
-        self.daemon.start()
-        self.emulator.start()
-        self.emulator.wait_webhook_valid()
-        return self
-
-    def stop(self) -> None:
-        self.daemon.stop()
-        self.emulator.stop()
-
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    w = World(tmp_path).start()
-    yield w
-    w.stop()
-    print(w.daemon.output()[-4000:], w.emulator.output()[-3000:])
+    with World(tmp_path) as w:
+        yield w
 
 
 @pytest.fixture(scope="module")

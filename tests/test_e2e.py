@@ -47,11 +47,8 @@ class World(BotAndX):
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    w = World(tmp_path).start()
-    yield w
-    w.stop()
-    # pytest shows captured output only for failing tests: the processes' logs, then.
-    print(w.daemon.output()[-6000:], w.emulator.output()[-3000:])
+    with World(tmp_path) as w:
+        yield w
 
 
 def sign(body: bytes, secret: str = SECRET) -> str:
@@ -284,14 +281,11 @@ def test_permanent_refusal_is_dead_lettered_not_retried(world: World) -> None:
 @pytest.mark.parametrize("api", ["activity", "v1.1"])
 def test_other_flavours_end_to_end(tmp_path: Path, api: str) -> None:
     env = {"CATBOT_X_ENV_NAME": "dev"} if api == "v1.1" else {}
-    w = World(tmp_path, api=api, daemon_env=env).start()
-    try:
+    with World(tmp_path, api=api, daemon_env=env) as w:
         w.emulator.dm(FRIEND, "hello from " + api)
         [reply] = wait_replies(w, FRIEND, 1)
         assert reply in CORPUS
         assert_no_more_replies(w, FRIEND, 1)
-    finally:
-        w.stop()
 
 
 def test_logs_are_json_and_never_hold_dm_text_or_secrets(world: World) -> None:

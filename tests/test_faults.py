@@ -84,10 +84,8 @@ class Rig(BotAndX):
 @pytest.fixture
 def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
     options: dict[str, Any] = getattr(request, "param", {})
-    r = Rig(tmp_path, **options).start()
-    yield r
-    r.stop()
-    print(r.daemon.output()[-4000:], r.emulator.output()[-3000:])
+    with Rig(tmp_path, **options) as r:
+        yield r
 
 
 def users(prefix: int, count: int) -> list[str]:

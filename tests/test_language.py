@@ -490,10 +490,8 @@ class World(BotAndX):
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    w = World(tmp_path).start()
-    yield w
-    w.stop()
-    print(w.daemon.output()[-6000:], w.emulator.output()[-3000:])
+    with World(tmp_path) as w:
+        yield w
 
 
 def _replies(world: World, count: int) -> list[str]:
@@ -524,11 +522,8 @@ def test_a_chinese_conversation_end_to_end(world: World) -> None:
 
 
 def test_a_pinned_language_end_to_end(tmp_path: Path) -> None:
-    world = World(tmp_path, {"CATBOT_LANGUAGE": "zh"}).start()
-    try:
+    with World(tmp_path, {"CATBOT_LANGUAGE": "zh"}) as world:
         world.emulator.dm(FRIEND, "hello, any cat facts?")
         assert _replies(world, 1)[-1] in {f.text for f in load_corpus("zh")}
         world.emulator.dm(FRIEND, "help")
         assert _replies(world, 2)[-1] == TEXTS["zh"]["help"]
-    finally:
-        world.stop()

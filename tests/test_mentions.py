@@ -144,8 +144,7 @@ class MentionWorld(BotAndX):
 
 @pytest.mark.parametrize("api", ["v2", "activity"])
 def test_a_mention_gets_one_public_reply(tmp_path: Path, api: str) -> None:
-    world = MentionWorld(tmp_path, api).start()
-    try:
+    with MentionWorld(tmp_path, api) as world:
         tweet_id = world.mention("42", "@catbot tell me something")
         [reply] = wait_for(lambda: world.replies_to(tweet_id), what="a public reply")
         assert reply in CORPUS
@@ -153,14 +152,10 @@ def test_a_mention_gets_one_public_reply(tmp_path: Path, api: str) -> None:
         assert len(world.replies_to(tweet_id)) == 1
         assert len([p for p in world.emulator.control("GET", "posts")["posts"]
                     if p["author_id"] == BOT]) == 1
-    finally:
-        world.stop()
-        print(world.daemon.output()[-3000:])
 
 
 def test_blocked_retweets_and_opted_out_friends_get_no_public_reply(tmp_path: Path) -> None:
-    world = MentionWorld(tmp_path).start()
-    try:
+    with MentionWorld(tmp_path) as world:
         blocked = world.mention("43", "@catbot hi", user_has_blocked="true")
         retweet = world.mention("44", "@catbot hi", retweet=True)
         world.emulator.dm("45", "stop")  # opted out in DMs...
@@ -173,17 +168,12 @@ def test_blocked_retweets_and_opted_out_friends_get_no_public_reply(tmp_path: Pa
         values = world.daemon.metrics()
         assert values['catbot_events_total{fate="blocked",kind="tweet_create"}'] == 1
         assert values['catbot_events_total{fate="retweet",kind="tweet_create"}'] == 1
-    finally:
-        world.stop()
 
 
 def test_mentions_are_ignored_unless_switched_on(tmp_path: Path) -> None:
-    world = MentionWorld(tmp_path, CATBOT_REPLY_TO_MENTIONS="false").start()
-    try:
+    with MentionWorld(tmp_path, CATBOT_REPLY_TO_MENTIONS="false") as world:
         tweet_id = world.mention("47", "@catbot hi")
         time.sleep(1.0)
         assert world.replies_to(tweet_id) == []
         assert world.daemon.metrics()[
             'catbot_events_total{fate="mentions_off",kind="mention"}'] == 1
-    finally:
-        world.stop()

@@ -424,10 +424,8 @@ class Rig(BotAndX):
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path).start()
-    yield r
-    r.stop()
-    print(r.daemon.output()[-4000:], r.emulator.output()[-3000:])
+    with Rig(tmp_path) as r:
+        yield r
 
 
 def test_daemon_with_many_workers_and_slow_answers_wastes_no_call(rig: Rig) -> None:

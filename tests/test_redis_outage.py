@@ -77,13 +77,14 @@ class OutageWorld(BotAndX):
         super().stop()
         self.redis.stop()
 
+    def logs(self) -> str:
+        return self.daemon.output()[-8000:] + "\n" + self.redis.output()[-2000:]
+
 
 @pytest.fixture
 def outage(tmp_path: Path) -> Iterator[OutageWorld]:
-    world = OutageWorld(tmp_path).start()
-    yield world
-    world.stop()
-    print(world.daemon.output()[-8000:], world.redis.output()[-2000:])
+    with OutageWorld(tmp_path) as world:
+        yield world
 
 
 def readyz(world: OutageWorld) -> tuple[int, object]:

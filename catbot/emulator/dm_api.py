@@ -20,11 +20,12 @@ from typing import Any
 from aiohttp import web
 
 from catbot.emulator import errors
+from catbot.emulator.access import oauth_outcome
 from catbot.emulator.config import USER_ID_RE
 from catbot.emulator.dispatch import dispatch
 from catbot.emulator.errors import Style, XError
 from catbot.emulator.faults import Faults
-from catbot.emulator.oauth import AuthOutcome, RequestToVerify, verify
+from catbot.emulator.oauth import AuthOutcome
 from catbot.emulator.payloads import message_create_event
 from catbot.emulator.runtime import RUNTIME, Runtime
 from catbot.emulator.state import Message
@@ -140,21 +141,6 @@ def _respond(style: Style, error: XError, headers: dict[str, str] | None = None)
     return web.json_response(body, status=status, headers=headers)
 
 
-def _authenticate(runtime: Runtime, request: web.Request) -> AuthOutcome:
-    return verify(
-        RequestToVerify(
-            method=request.method,
-            scheme=request.scheme,
-            host=request.host,
-            raw_path_qs=request.raw_path,
-            authorization=request.headers.get("Authorization"),
-        ),
-        runtime.credentials,
-        now=time.time(),
-        max_clock_skew=runtime.config.max_clock_skew,
-    )
-
-
 def _outcome(request: web.Request, outcome: str) -> None:
     request[OUTCOME] = outcome
 
@@ -177,7 +163,7 @@ async def _send(
         log.info("DM send connection dropped (injected)")
         return drop_connection(request)
 
-    auth = _authenticate(runtime, request)
+    auth = await oauth_outcome(runtime, request)
     if auth is not AuthOutcome.OK:
         state.stats.auth_failures += 1
         _outcome(request, "unauthorized")

@@ -33,6 +33,8 @@ class GroupCommit:
     async def submit(self, events: Sequence[InboundDM], now: float) -> list[bool]:
         """Returns once the write holding these events has completed, exactly as if it had
         been the call's own; raises what that write raised (every call in it gets it)."""
+        if not events:
+            return []
         future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
         self._pending.append((events, now, future))
         if self._flusher is None or self._flusher.done():

@@ -95,7 +95,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from catbot.brain import UserState
 from catbot.models import DeadLetter, InboundDM, Job, PendingJob
 from catbot.store.base import StoreError
-from catbot.store.group_commit import GroupCommit
+from catbot.store.group_commit import Call, GroupCommit
 
 GROUP = "workers"
 # Default client settings; any of them can be overridden in the URL's query string.
@@ -489,13 +489,9 @@ class RedisStore:
         of them together. The run is atomic: it stores every event of the batch or none, and
         a failure fails every call of the batch.
         """
-        if not events:
-            return []
         return await self.group_commit.submit(events, now)
 
-    async def _enqueue_batch(
-        self, batch: Sequence[tuple[Sequence[InboundDM], float]]
-    ) -> list[list[bool]]:
+    async def _enqueue_batch(self, batch: Sequence[Call]) -> list[list[bool]]:
         """One script run for every call's events; a flag list per call."""
         args: list[str | int | float] = [self.dedupe_ms]
         for events, now in batch:

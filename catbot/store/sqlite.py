@@ -27,7 +27,7 @@ import orjson
 from catbot.brain import UserState
 from catbot.models import DeadLetter, InboundDM, Job, PendingJob
 from catbot.store.base import StoreError
-from catbot.store.group_commit import GroupCommit
+from catbot.store.group_commit import Call, GroupCommit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events_seen (
@@ -211,8 +211,6 @@ class SQLiteStore:
         synchronous=FULL), exactly as if it had its own; calls arriving while a commit is in
         flight wait for the next one, which takes all of them together.
         """
-        if not events:
-            return []
         return await self.group_commit.submit(events, now)
 
     async def _on_connection_thread(
@@ -227,9 +225,7 @@ class SQLiteStore:
         run = cast(Callable[..., Awaitable[_T]], db._execute)
         return await run(fn, db._conn, arg)
 
-    async def _enqueue_batch(
-        self, batch: Sequence[tuple[Sequence[InboundDM], float]]
-    ) -> list[list[bool]]:
+    async def _enqueue_batch(self, batch: Sequence[Call]) -> list[list[bool]]:
         rows = [(event.event_id, event.sender_id, event.to_json(), now)
                 for events, now in batch for event in events]
         async with self._write:

@@ -67,6 +67,24 @@ class Credentials:
     bearer_token: str | None = None
 
 
+def tweepy_client(
+    credentials: Credentials, session: aiohttp.ClientSession, api_base: str | None
+) -> AsyncClient:
+    """tweepy's client as the bot, on our session, answering raw aiohttp responses (for the
+    rate-limit headers). With `api_base` every request goes there instead of X (the emulator);
+    without it tweepy talks to X as it always has."""
+    client = AsyncClient(
+        bearer_token=credentials.bearer_token,
+        consumer_key=credentials.consumer_key,
+        consumer_secret=credentials.consumer_secret,
+        access_token=credentials.access_token,
+        access_token_secret=credentials.access_token_secret,
+        return_type=aiohttp.ClientResponse,
+    )
+    client.session = RebasedSession(session, api_base) if api_base else session
+    return client
+
+
 class DMSender:
     """Sends DMs as the bot account, v2 route or v1.1 route by flavour."""
 
@@ -78,16 +96,7 @@ class DMSender:
         api_base: str | None = None,
     ) -> None:
         self.api = api
-        self.client = AsyncClient(
-            bearer_token=credentials.bearer_token,
-            consumer_key=credentials.consumer_key,
-            consumer_secret=credentials.consumer_secret,
-            access_token=credentials.access_token,
-            access_token_secret=credentials.access_token_secret,
-            return_type=aiohttp.ClientResponse,
-        )
-        # Without an override tweepy talks to X as it always has.
-        self.client.session = RebasedSession(session, api_base) if api_base else session
+        self.client = tweepy_client(credentials, session, api_base)
 
     async def send(self, recipient_id: str, text: str) -> SentDM:
         """Send a DM to `recipient_id` as the bot."""

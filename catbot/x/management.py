@@ -15,11 +15,9 @@ from urllib.parse import quote
 
 import aiohttp
 import tweepy
-from tweepy.asynchronous import AsyncClient
 
 from catbot.config import Settings
-from catbot.x.dm import Credentials
-from catbot.x.session import RebasedSession
+from catbot.x.dm import Credentials, tweepy_client
 
 PUBLIC_TWEEPY_BASE = "https://api.twitter.com"
 
@@ -91,15 +89,7 @@ class _Api:
         self.session = session
         # Without an override, tweepy's own host: the URL its OAuth signature covers.
         self.api_base = (api_base or PUBLIC_TWEEPY_BASE).rstrip("/")
-        self.client = AsyncClient(
-            bearer_token=credentials.bearer_token,
-            consumer_key=credentials.consumer_key,
-            consumer_secret=credentials.consumer_secret,
-            access_token=credentials.access_token,
-            access_token_secret=credentials.access_token_secret,
-            return_type=aiohttp.ClientResponse,
-        )
-        self.client.session = RebasedSession(session, api_base) if api_base else session
+        self.client = tweepy_client(credentials, session, api_base)
 
     async def call(
         self,
