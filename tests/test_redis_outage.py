@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from catbot.models import InboundDM
 from catbot.store import StoreError
@@ -62,7 +63,7 @@ async def test_store_fails_fast_while_redis_is_down_and_recovers_without_reopeni
 
 
 class OutageWorld(BotAndX):
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None) -> None:
         self.redis = RedisServer(tmp / "redis", appendfsync="always")
         self.emulator_port, port, metrics_port = free_port(), free_port(), free_port()
         self.redis.start()
@@ -70,6 +71,7 @@ class OutageWorld(BotAndX):
             "CATBOT_STORE_URL": self.redis.url,
             "CATBOT_LEASE_SECONDS": "3",
             "CATBOT_WORKERS": "2",
+            **(env or {}),
         })
         self.emulator = Emulator(tmp, self.emulator_port, self.daemon.webhook)
 
@@ -135,3 +137,34 @@ def test_redis_outage_503_then_recovery_without_restart(outage: OutageWorld) -> 
     }
     assert emulator.replies_to("302") == []  # its delivery was refused, X would retry it
     assert daemon.alive and daemon.proc is not None and daemon.proc.pid == pid
+
+
+def test_a_stalled_store_gets_a_503_within_the_store_timeout(tmp_path: Path) -> None:
+    with OutageWorld(tmp_path, {"CATBOT_STORE_TIMEOUT_SECONDS": "0.5"}) as world:
+        emulator = world.emulator
+        emulator.dm("100", "hello")
+        wait_for(lambda: len(emulator.replies_to("100")) == 1, what="the first reply")
+
+        # Redis is up but takes no writes: the webhook must not hold X's request beyond the
+        # store timeout, and must not acknowledge what it could not store.
+        admin = redis.Redis.from_url(world.redis.url)
+        admin.execute_command("CLIENT", "PAUSE", 20_000, "WRITE")
+        try:
+            started = time.monotonic()
+            stalled = emulator.dm("301", "anyone there?")
+            waited = time.monotonic() - started
+            assert [d["status"] for d in stalled["deliveries"]] == [503]
+            assert 0.5 <= waited < 3.0, waited
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+            admin.close()
+
+        again = emulator.control("POST", "redeliver", {"event_id": stalled["event_id"]})
+        # The stalled write went on once Redis took writes again, so X's retry is a duplicate
+        # (or, had it not gone on, a new event): acknowledged either way, answered once.
+        assert [d["status"] for d in again["deliveries"]] == [200]
+        wait_for(lambda: len(emulator.replies_to("301")) == 1, timeout=20,
+                 what="the reply after the stall")
+        time.sleep(1.0)
+        assert len(emulator.replies_to("301")) == 1
+        assert world.daemon.alive

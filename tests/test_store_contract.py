@@ -13,7 +13,9 @@ The Redis runs use a real `redis-server` started by this module on a free loopba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import sqlite3
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,6 +25,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from redis.asyncio import Redis
 
 from catbot.brain import UserState
 from catbot.models import DeadLetter, InboundDM, Job
@@ -150,6 +153,48 @@ async def test_concurrent_enqueues_see_what_one_after_the_other_would(store: Sto
         assert [e for e in done if e.sender_id == user] == [
             e for e in seen.values() if e.sender_id == user
         ]
+
+
+@contextlib.asynccontextmanager
+async def writes_stalled(store: Store, request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Really stall the store's writes until the block ends: another SQLite connection holds
+    the write lock, or Redis pauses every client's writes."""
+    if isinstance(store, SQLiteStore):
+        other = sqlite3.connect(store.path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            other.execute("COMMIT")
+            other.close()
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        admin = Redis.from_url(server.url)
+        await admin.execute_command("CLIENT", "PAUSE", 10_000, "WRITE")
+        try:
+            yield
+        finally:
+            await admin.execute_command("CLIENT", "UNPAUSE")
+            await admin.aclose()
+
+
+async def test_enqueue_past_its_time_limit_raises_and_the_write_goes_on(
+    store: Store, request: pytest.FixtureRequest
+) -> None:
+    assert await store.enqueue([dm(event_id="before")], T0, time_limit=5) == [True]
+    late, patient = dm(event_id="late"), dm(event_id="patient")
+    async with writes_stalled(store, request):
+        waiting = asyncio.ensure_future(store.enqueue([patient], T0))
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await store.enqueue([late], T0, time_limit=0.3)
+        waited = time.monotonic() - started
+        assert 0.25 <= waited < 2.0, waited
+        assert not waiting.done()  # a call without a limit keeps waiting for its write
+    assert await asyncio.wait_for(waiting, 10) == [True]
+    # The timed-out call's write went on (at-least-once): X's retry is a duplicate.
+    assert await store.enqueue([late], T0, time_limit=5) == [False]
+    assert await store.depth() == 3
 
 
 async def test_enqueue_empty_batch(store: Store) -> None:

@@ -37,8 +37,14 @@ class Store(Protocol):
     async def check_writable(self) -> None:
         """Raise when the store cannot take writes (disk full, read-only, replica down)."""
 
-    async def enqueue(self, events: Sequence[InboundDM], now: float) -> list[bool]:
-        """Remember and queue each event; True for new ones, False for duplicates."""
+    async def enqueue(
+        self, events: Sequence[InboundDM], now: float, time_limit: float | None = None
+    ) -> list[bool]:
+        """Remember and queue each event; True for new ones, False for duplicates.
+
+        With a `time_limit` (seconds), raises TimeoutError when the write has not completed
+        within it (the events may still be stored: a retry then sees them as duplicates).
+        """
 
     async def claim(self, now: float, lease_seconds: float) -> Job | None: ...
 

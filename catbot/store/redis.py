@@ -479,7 +479,9 @@ class RedisStore:
 
     # Queue --------------------------------------------------------------------------------
 
-    async def enqueue(self, events: Sequence[InboundDM], now: float) -> list[bool]:
+    async def enqueue(
+        self, events: Sequence[InboundDM], now: float, time_limit: float | None = None
+    ) -> list[bool]:
         """Group commit: concurrent enqueues share one script run (one round trip, one AOF
         write and fsync).
 
@@ -489,7 +491,7 @@ class RedisStore:
         of them together. The run is atomic: it stores every event of the batch or none, and
         a failure fails every call of the batch.
         """
-        return await self.group_commit.submit(events, now)
+        return await self.group_commit.submit(events, now, time_limit)
 
     async def _enqueue_batch(self, batch: Sequence[Call]) -> list[list[bool]]:
         """One script run for every call's events; a flag list per call."""

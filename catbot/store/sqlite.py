@@ -204,14 +204,16 @@ class SQLiteStore:
 
     # Queue --------------------------------------------------------------------------------
 
-    async def enqueue(self, events: Sequence[InboundDM], now: float) -> list[bool]:
+    async def enqueue(
+        self, events: Sequence[InboundDM], now: float, time_limit: float | None = None
+    ) -> list[bool]:
         """Group commit: concurrent enqueues share one transaction (one fsync).
 
         A call returns only after the transaction holding its events committed (WAL,
         synchronous=FULL), exactly as if it had its own; calls arriving while a commit is in
         flight wait for the next one, which takes all of them together.
         """
-        return await self.group_commit.submit(events, now)
+        return await self.group_commit.submit(events, now, time_limit)
 
     async def _on_connection_thread(
         self, fn: Callable[[sqlite3.Connection, str], _T], arg: str

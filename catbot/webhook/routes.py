@@ -175,8 +175,10 @@ class WebhookHandler:
 
         if accepted:
             try:
-                async with asyncio.timeout(self.policy.store_timeout_seconds):
-                    fresh = await self.store.enqueue(accepted, now)
+                # The store keeps the time limit: one timer for all waiting requests.
+                fresh = await self.store.enqueue(
+                    accepted, now, time_limit=self.policy.store_timeout_seconds
+                )
             except Exception:
                 # Not stored, so not acknowledged: X will deliver it again.
                 log.exception("enqueue_failed", events=len(accepted))
