@@ -306,7 +306,7 @@ def table(r: dict[str, Any]) -> str:
     if ref:
         rows.append(f"{'ingest (wrk, c=' + str(r['args']['connections']) + ')':<28}"
                     f"{'req/s':>9} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9}"
-                    f" {'errors':>6} {'enqueued':>9}")
+                    f" {'errors':>6} {'enqueued':>9} {'re-sent':>7}")
         for name in ("reference", "reference_uvloop", "sqlite", "redis"):
             x = r.get(name)
             if not x:
@@ -316,7 +316,8 @@ def table(r: dict[str, Any]) -> str:
                      "redis": f"catbot, Redis ({r['args']['redis_appendfsync']})"}[name]
             rows.append(f"{label:<28}{x['rps']:>9.0f} {x['rps'] / ref['rps']:>6.2f}"
                         f" {ms(x['p50_us']):>8} {ms(x['p99_us']):>8} {ms(x['p999_us']):>9}"
-                        f" {x['errors']:>6} {x.get('enqueued', '-'):>9}")
+                        f" {x['errors']:>6} {x.get('enqueued', '-'):>9}"
+                        f" {x.get('wrapped', '-') if 'enqueued' in x else '-':>7}")
         rows.append("")
     if "slow_ack" in r:
         s = r["slow_ack"]
@@ -352,7 +353,7 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--threads", type=int, default=1, help="wrk threads")
-    p.add_argument("--max-rps", type=float, default=15000,
+    p.add_argument("--max-rps", type=float, default=30000,
                    help="sizes the pre-signed body files (ids never repeat below this)")
     p.add_argument("--rate", type=float, default=500.0, help="offered rate, slow-DM ack test")
     p.add_argument("--slow-seconds", type=float, default=10.0)
