@@ -33,11 +33,13 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=500.0)
     p.add_argument("--slow-seconds", type=float, default=5.0)
     p.add_argument("--no-slow", action="store_true")
+    p.add_argument("--log-level", default="WARNING", help="CATBOT_LOG_LEVEL of the daemons")
     a = p.parse_args()
     trees = [(t.split("=", 1)[0], str(Path(t.split("=", 1)[1]).resolve())) for t in a.tree]
     os.chdir(tempfile.gettempdir())  # `python -m catbot` must not find a tree in its cwd
     ns = argparse.Namespace(warmup=a.warmup, duration=a.duration, connections=a.connections,
-                            threads=1, max_rps=30000, log_level="WARNING", event_loop="auto")
+                            threads=1, max_rps=30000, log_level=a.log_level,
+                            event_loop="auto")
     rows: dict[str, dict[str, list[float]]] = {n: {} for n, _ in trees}
     with tempfile.TemporaryDirectory(prefix="catbot-ab-") as tmpdir:
         b = run.Bench(ns, Path(tmpdir))

@@ -23,7 +23,7 @@ from aiohttp import web
 from catbot.brain import Policy
 from catbot.config import Settings
 from catbot.facts import CorpusSource, FactSource, RemoteSource
-from catbot.logs import get_logger
+from catbot.logs import AccessLog, get_logger
 from catbot.observability import Health, Metrics, internal_app
 from catbot.outbox import Outbox, OutboxSettings
 from catbot.ratelimit import RateGate, SendBudget, SharedSendBudget
@@ -184,7 +184,9 @@ class Daemon:
     async def _serve(app: web.Application, host: str, port: int, access_log: bool,
                      keepalive_timeout: float = 75.0) -> web.AppRunner:
         options: dict[str, Any] = {"keepalive_timeout": keepalive_timeout}
-        if not access_log:
+        if access_log:
+            options["access_log_class"] = AccessLog
+        else:
             options["access_log"] = None
         runner = web.AppRunner(app, handle_signals=False, **options)
         await runner.setup()

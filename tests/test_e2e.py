@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -301,3 +302,17 @@ def test_logs_are_json_and_never_hold_dm_text_or_secrets(world: World) -> None:
     for name, value in CREDENTIALS.items():
         if "SECRET" in name or "TOKEN" in name:
             assert value not in log, name
+    assert all({"event", "level", "logger", "timestamp"} <= set(r) for r in records), records
+    # The access log is a structured event too: one `request` line per answered request.
+    webhook_path = urlsplit(world.daemon.webhook).path
+    assert any(r["event"] == "request" and r["method"] == "POST" and r["path"] == webhook_path
+               and r["status"] == 200 and r["duration_ms"] >= 0 for r in records), records
+
+
+def test_at_warning_the_webhook_logs_nothing_per_delivery(tmp_path: Path) -> None:
+    with World(tmp_path, daemon_env={"CATBOT_LOG_LEVEL": "WARNING"}) as w:
+        w.emulator.dm(FRIEND, "hello")
+        wait_replies(w, FRIEND, 1)
+        w.daemon.stop()
+        records = [json.loads(line) for line in w.daemon.output().splitlines() if line.strip()]
+    assert all(r["level"] in ("warning", "error", "critical") for r in records), records

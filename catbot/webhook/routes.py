@@ -184,8 +184,8 @@ class WebhookHandler:
                 log.exception("enqueue_failed", events=len(accepted))
                 self.metrics.webhook_requests.labels("store_error").inc()
                 return _error(503, "could not store the events, retry later")
-            # Log calls cost even when filtered out (structlog runs its processors first).
-            logging_info = log.isEnabledFor(logging.INFO)
+            # Checked once: at WARNING the per-event line is not even built.
+            logging_info = log.is_enabled_for(logging.INFO)
             for dm, is_new in zip(accepted, fresh, strict=True):
                 self._stored[dm.kind, is_new].inc()
                 if logging_info:
