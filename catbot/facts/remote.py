@@ -4,10 +4,16 @@ The remote is a nice-to-have: a reply must never wait long on it or fail because
 So each request is bounded by a timeout, a failure pauses remote calls for a while, and
 every miss falls back to recently fetched remote facts and then to the embedded corpus.
 The remote speaks English only: facts in any other language come from the corpus.
+
+The remote is also untrusted input: its answer is read up to `MAX_BODY_BYTES` and no further
+(a server streaming without end cannot grow the daemon's memory), a redirect is a failure
+(the configured URL is the only place facts come from), and the URL must be https unless it
+is on loopback (plain http elsewhere lets anyone on the path choose what the bot says).
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
@@ -17,6 +23,7 @@ import aiohttp
 
 from catbot.facts.corpus import REMOTE_PREFIX, CorpusSource, Fact, fact_id
 from catbot.logs import get_logger
+from catbot.urls import https_unless_loopback
 
 log = get_logger("catbot.facts")
 
@@ -29,6 +36,13 @@ POOL_MAX = 500
 # Remote ids are unbounded in number, unlike corpus ids; cap them so per-user state stays small.
 SEEN_REMOTE_MAX = 200
 BACKOFF_MAX_SECONDS = 30.0
+# catfact.ninja's answers are under 1 KiB; anything near this is not a fact.
+MAX_BODY_BYTES = 64 * 1024
+_READ_CHUNK = 16 * 1024
+
+
+class BodyTooLarge(Exception):
+    """The remote sent (or announced) more than MAX_BODY_BYTES."""
 
 
 class RemoteSource:
@@ -45,8 +59,14 @@ class RemoteSource:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         on_outcome: Callable[[str], None] | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
+        problem = https_unless_loopback(url)
+        if problem is not None:
+            # The URL itself stays out of the message: it may carry credentials.
+            raise ValueError(f"the remote fact source URL {problem}")
         self._url = url.rstrip("/") + "/fact"
+        self._max_body = max_body_bytes
         self._session = session
         self._fallback = fallback
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -107,13 +127,23 @@ class RemoteSource:
     async def _fetch(self, max_length: int) -> Fact | None:
         try:
             async with self._session.get(
-                self._url, params={"max_length": str(max_length)}, timeout=self._timeout
+                self._url,
+                params={"max_length": str(max_length)},
+                timeout=self._timeout,
+                # A redirect would let the remote (or whoever answers for it) send the bot
+                # anywhere, including internal addresses: the configured URL or nothing.
+                allow_redirects=False,
             ) as resp:
                 if resp.status != 200:
-                    log.warning("remote_fact_failed", reason="status", status=resp.status)
+                    reason = "redirect" if 300 <= resp.status < 400 else "status"
+                    log.warning("remote_fact_failed", reason=reason, status=resp.status)
                     return None
-                # content_type=None: judge the body, not the header some servers get wrong.
-                payload: object = await resp.json(content_type=None)
+                body = await self._read_capped(resp)
+            # Judge the body, not the Content-Type header some servers get wrong.
+            payload: object = json.loads(body)
+        except BodyTooLarge:
+            log.warning("remote_fact_failed", reason="too_large", limit=self._max_body)
+            return None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             # ValueError covers undecodable or non-JSON bodies.
             log.warning("remote_fact_failed", reason=type(exc).__name__)
@@ -124,6 +154,24 @@ class RemoteSource:
             return None
         text = text.strip()
         return Fact(fact_id(REMOTE_PREFIX, text), text)
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, or BodyTooLarge as soon as it passes the cap: a declared length is
+        trusted only to refuse early, and a chunked or lying body is counted as it comes."""
+        declared = resp.content_length
+        if declared is not None and declared > self._max_body:
+            resp.close()
+            raise BodyTooLarge
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+            size += len(chunk)
+            if size > self._max_body:
+                # Closing drops the connection: the rest is never read, nor kept for reuse.
+                resp.close()
+                raise BodyTooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _remember(self, fact: Fact) -> None:
         if self._cache_seconds <= 0:
