@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from catbot.urls import https_unless_loopback
+
 XApi = Literal["v2", "activity", "v1.1"]
 
 PUBLIC_API_BASES: dict[str, str] = {
@@ -131,6 +133,15 @@ class Settings(BaseSettings):
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("facts_url")
+    @classmethod
+    def _facts_url_https(cls, value: str | None) -> str | None:
+        # Whoever can rewrite a plain-http answer chooses what the bot DMs to people.
+        problem = https_unless_loopback(value) if value else None
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("store_url")
     @classmethod
