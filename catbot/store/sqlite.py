@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import sqlite3
+import stat
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -25,9 +26,12 @@ import aiosqlite
 import orjson
 
 from catbot.brain import UserState
+from catbot.logs import get_logger
 from catbot.models import DeadLetter, InboundDM, Job, PendingJob
 from catbot.store.base import StoreError
 from catbot.store.group_commit import Call, GroupCommit
+
+log = get_logger("catbot.store")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events_seen (
@@ -104,6 +108,56 @@ RETURNING id, payload, attempts, enqueued_at
 """
 
 
+# The database and its WAL hold DM texts: owner-only, whatever the umask. SQLite gives the
+# -wal and -shm files it creates the mode of the database file, so the database is made
+# first, with this mode, before SQLite opens it.
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
+
+
+def _make_private_dirs(directory: Path) -> None:
+    """Create the missing directories up to `directory`, each owner-only (an existing one is
+    the operator's choice and left as it is)."""
+    missing: list[Path] = []
+    for candidate in (directory, *directory.parents):
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    for new in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            new.mkdir(mode=_DIR_MODE)
+        # mkdir's mode goes through the umask, which may be stricter or odd: say it exactly.
+        os.chmod(new, _DIR_MODE)
+
+
+def _make_private_file(path: Path) -> None:
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE))
+    except FileExistsError:
+        _tighten(path)
+        return
+    os.chmod(path, _FILE_MODE)
+
+
+def _tighten(path: Path) -> None:
+    """An existing store file readable by others (made by an older catbot, or by hand under
+    a usual umask) becomes owner-only when we own it; otherwise a warning says so."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return
+    wider = stat.S_IMODE(status.st_mode) & ~_FILE_MODE
+    if not wider:
+        return
+    mode = oct(stat.S_IMODE(status.st_mode))
+    if status.st_uid != os.geteuid():
+        log.warning("store_file_readable_by_others", path=str(path), mode=mode,
+                    hint="make it owner-only: chmod 600")
+        return
+    os.chmod(path, stat.S_IMODE(status.st_mode) & _FILE_MODE)
+    log.warning("store_file_mode_tightened", path=str(path), mode_was=mode, mode="0o600")
+
+
 class SQLiteStore:
     # One daemon owns the file (see `_take_ownership`): its start-up hands back old claims.
     single_owner = True
@@ -122,7 +176,10 @@ class SQLiteStore:
 
     async def open(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _make_private_dirs(self.path.parent)
+            _make_private_file(self.path)
+            for sidecar in ("-wal", "-shm"):
+                _tighten(self.path.with_name(self.path.name + sidecar))
         except OSError as exc:
             raise StoreError(f"cannot use SQLite store {self.path}: {exc}") from None
         if self.owner:
@@ -142,7 +199,9 @@ class SQLiteStore:
     def _take_ownership(self) -> None:
         lock_path = self.path.with_name(self.path.name + ".lock")
         try:
-            handle = open(lock_path, "ab")  # noqa: SIM115 - held open for the process lifetime
+            # Held open for the process lifetime; owner-only like the database beside it.
+            handle = os.fdopen(os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                       _FILE_MODE), "ab")
         except OSError as exc:
             raise StoreError(f"cannot use SQLite store {self.path}: {exc}") from None
         try:
