@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -198,6 +199,9 @@ async def test_dm_delivers_signed_account_activity_payload(
     )
 
 
+SIGNED_64_BIT = re.compile(r"^-?[0-9]{1,19}$")
+
+
 async def test_activity_envelope(
     make_emulator: EmulatorFactory, receiver: Receiver, http: aiohttp.ClientSession
 ) -> None:
@@ -209,17 +213,43 @@ async def test_activity_envelope(
     data = json.loads(body)["data"]
     assert data["event_type"] == "dm.received"
     assert data["filter"] == {"user_id": BOT}
-    assert data["tag"] == "catbot" and isinstance(data["event_uuid"], str)
+    # X's examples: a decimal 64-bit integer as a string, possibly negative; never a UUID.
+    assert data["tag"] == "catbot" and SIGNED_64_BIT.match(data["event_uuid"])
+    assert -(2**63) <= int(data["event_uuid"]) < 2**63
     [event] = data["payload"]["direct_message_events"]
     assert event["message_create"]["sender_id"] == "42"
     assert data["payload"]["users"]["42"]["data"]["username"]
-    assert "for_user_id" not in json.loads(body)
+    assert "for_user_id" not in json.loads(body) and "includes" not in data
 
+    # The start-up subscriptions are what the bot answers: its own DM does not come back.
     await tweepy_client(http, emulator).create_direct_message(participant_id="42", text="b")
+    await control(http, emulator, "POST", "dm", json={"sender_id": "42", "text": "c"})
     await receiver.wait_posts(2)
-    echo = receiver.payload()["data"]
-    assert echo["event_type"] == "dm.sent" and echo["filter"] == {"user_id": BOT}
-    assert echo["payload"]["direct_message_events"][0]["message_create"]["sender_id"] == BOT
+    assert [json.loads(b)["data"]["event_type"] for _, b in receiver.posts] == ["dm.received"] * 2
+
+
+async def test_activity_batch_is_one_delivery_per_event(
+    make_emulator: EmulatorFactory, receiver: Receiver, http: aiohttp.ClientSession
+) -> None:
+    emulator = await make_emulator(receiver.url, api="activity")
+    await wait_valid(http, emulator)
+    batch = {"messages": [{"sender_id": "42", "text": "one"}, {"sender_id": "43", "text": "2"}]}
+    status, answer = await control(http, emulator, "POST", "dm_batch", json=batch)
+    assert status == 200 and len(answer["deliveries"]) == 2
+    datas = [json.loads(body)["data"] for _, body in receiver.posts]
+    carried = [[e["id"] for e in d["payload"]["direct_message_events"]] for d in datas]
+    assert sorted(carried) == sorted([event_id] for event_id in answer["event_ids"])
+    assert len({d["event_uuid"] for d in datas}) == 2
+    for data, [event_id] in zip(datas, carried, strict=True):
+        sender = "42" if event_id == answer["event_ids"][0] else "43"
+        assert set(data["payload"]["users"]) == {sender, BOT}
+
+    # A redelivery repeats the one body that carried the event, not its neighbour's.
+    second = answer["event_ids"][1]
+    _, again = await control(http, emulator, "POST", "redeliver", json={"event_id": second})
+    assert len(again["deliveries"]) == 1
+    original = next(body for _, body in receiver.posts[:2] if second.encode() in body)
+    assert receiver.posts[2][1] == original
 
 
 async def test_batch_is_one_delivery_and_redelivery_repeats_the_bytes(

@@ -814,8 +814,8 @@ async def test_v11_registration_with_a_signed_form_body(
     [
         ("v2", [("account_activity", None)]),
         ("v1.1", [("account_activity", None)]),
-        ("activity", [("activity", "dm.received"), ("activity", "dm.sent"),
-                      ("activity", "post.mention.create")]),
+        ("activity", [("activity", "dm.received"), ("activity", "post.mention.create"),
+                      ("activity", "post.reply.create")]),
     ],
 )
 async def test_startup_webhook_is_registered_and_subscribed_like_x_would(

@@ -97,7 +97,9 @@ async def test_reply_with_tweepy_is_201_recorded_and_echoed(
     [incoming] = signed_payloads(receiver)
 
     # The Account Activity envelope of a mention.
-    assert incoming["for_user_id"] == BOT and incoming["user_has_blocked"] is False
+    # `user_has_blocked` as X's @mentions example has it when nobody said otherwise.
+    assert incoming["for_user_id"] == BOT and incoming["user_has_blocked"] == "false"
+    assert "is_blocked_by" not in incoming
     [tweet] = incoming["tweet_create_events"]
     assert tweet["id_str"] == asked["tweet_id"] and tweet["id"] == int(asked["tweet_id"])
     assert tweet["text"] == "@catbot tell me something"
@@ -116,6 +118,9 @@ async def test_reply_with_tweepy_is_201_recorded_and_echoed(
     ]
     assert tweet["entities"]["hashtags"] == tweet["entities"]["urls"] == []
     assert tweet["in_reply_to_status_id_str"] is None and "retweeted_status" not in tweet
+    # Short enough for compatibility mode: the whole text, nothing moved to extended_tweet.
+    assert tweet["truncated"] is False and "extended_tweet" not in tweet
+    assert tweet["display_text_range"] == [0, len(tweet["text"])]
 
     # The bot replies publicly through tweepy, unchanged.
     client = tweepy_client(http, emulator)
@@ -198,10 +203,15 @@ async def test_post_validation_answers_x_problems(
     emulator = await ready(make_emulator, http, receiver)
     client = tweepy_client(http, emulator)
 
-    with pytest.raises(tweepy.BadRequest) as too_long:
+    # X refuses a too-long post with the 403 problem shape docs.x.com x-api/posts/create-post
+    # documents for content it will not post.
+    with pytest.raises(tweepy.Forbidden) as too_long:
         await client.create_tweet(text="x" * 281, user_auth=True)
-    assert too_long.value.response.status == 400
-    assert "280" in too_long.value.api_messages[0]
+    assert too_long.value.response.status == 403
+    body = await too_long.value.response.json()
+    assert (body["title"], body["type"], body["status"]) == ("Forbidden", "about:blank", 403)
+    assert body["detail"].startswith("Your Tweet text is too long.")
+    assert too_long.value.api_messages == [body["detail"]]
 
     with pytest.raises(tweepy.BadRequest) as unknown:
         await client.create_tweet(text="hi", in_reply_to_tweet_id="123456", user_auth=True)
@@ -214,6 +224,43 @@ async def test_post_validation_answers_x_problems(
 
     stats = (await control(http, emulator, "GET", "stats"))[1]
     assert (stats["post_requests"], stats["posts_created"], stats["post_failed"]) == (4, 1, 3)
+
+
+FAMILY = "\U0001F468\u200d\U0001F469\u200d\U0001F467\u200d\U0001F466"  # 7 code points
+LONG_URL = "https://example.com/a/path/much/longer/than/twenty/three/characters"
+
+# (text, weight by docs.x.com fundamentals/counting-characters, worked out by hand from its
+# rules: Latin 1, CJK and emoji 2, any emoji sequence 2, any URL 23, NFC before counting).
+WEIGHED_TEXTS = [
+    ("\u732b" * 140, 280),  # CJK: 140 characters fill a post
+    ("\u732b" * 141, 282),  # 141 code points only, yet too long
+    ("\U0001F63A" * 141, 282),  # emoji: 2 each
+    (FAMILY * 140, 280),  # 980 code points, but a ZWJ sequence is one emoji
+    ("a" * 256 + " " + LONG_URL, 280),  # 324 code points: the URL counts 23
+    ("a" * 257 + " " + LONG_URL, 281),
+    ("e\u0301" * 280, 280),  # 560 code points that NFC composes into 280
+    ("\u00e9" * 281, 281),  # Latin-1 accents weigh 1
+]
+
+
+@pytest.mark.parametrize(("text", "weight"), WEIGHED_TEXTS)
+async def test_posts_are_counted_as_x_counts_them(
+    make_emulator: EmulatorFactory,
+    http: aiohttp.ClientSession,
+    receiver: Receiver,
+    text: str,
+    weight: int,
+) -> None:
+    emulator = await ready(make_emulator, http, receiver)
+    client = tweepy_client(http, emulator)
+    if weight <= 280:
+        assert (await client.create_tweet(text=text, user_auth=True)).data["text"] == text
+        return
+    with pytest.raises(tweepy.Forbidden) as refused:
+        await client.create_tweet(text=text, user_auth=True)
+    assert refused.value.api_messages[0].startswith("Your Tweet text is too long.")
+    status, posts = await control(http, emulator, "GET", "posts")
+    assert status == 200 and posts["posts"] == []
 
 
 async def test_post_problem_body_is_x_like(
@@ -316,7 +363,9 @@ async def test_mention_control_checks_and_prefixes(
         {"sender_id": FRIEND, "text": "hi", "user_has_blocked": 1},
         {"sender_id": FRIEND, "text": "hi", "retweet": "yes"},
         {"sender_id": FRIEND, "text": "hi", "colour": "red"},
-        {"sender_id": FRIEND, "text": "x" * 280},  # too long once @catbot is put in front
+        {"sender_id": FRIEND, "text": "hi", "is_blocked_by": "no"},
+        # Longform (X Premium) goes up to 25,000: too long once @catbot is put in front.
+        {"sender_id": FRIEND, "text": "x" * 25_000},
     ]
     for body in bad_bodies:
         status, answer = await control(http, emulator, "POST", "mention", json=body)
@@ -364,6 +413,45 @@ async def test_mention_control_checks_and_prefixes(
     assert tweet["in_reply_to_user_id_str"] == BOT
 
 
+async def test_long_mention_moves_to_extended_tweet_as_in_x_longform_example(
+    make_emulator: EmulatorFactory, http: aiohttp.ClientSession, receiver: Receiver
+) -> None:
+    emulator = await ready(make_emulator, http, receiver)
+    words = " ".join(f"word{i}" for i in range(60))
+    text = f"{words} @catbot"  # the mention sits far past the first 140 characters
+    asked = await mention(http, emulator, text=text, is_blocked_by=True)
+    await settle(receiver, 1)
+    [envelope] = signed_payloads(receiver)
+    assert envelope["is_blocked_by"] is True and envelope["user_has_blocked"] == "false"
+    [tweet] = envelope["tweet_create_events"]
+
+    # Compatibility mode, as x-api/account-activity/introduction shows it: 115 characters,
+    # an ellipsis, a space and the post's 23-character t.co link, 140 in all.
+    shown = tweet["text"]
+    assert tweet["truncated"] is True and len(shown) == 140
+    assert shown.startswith(text[:115] + "\u2026 https://t.co/")
+    assert tweet["display_text_range"] == [0, 140]
+    [link] = tweet["entities"]["urls"]
+    assert link["url"] == shown[117:] and link["indices"] == [117, 140]
+    assert link["expanded_url"] == f"https://twitter.com/i/web/status/{asked['tweet_id']}"
+    assert tweet["entities"]["user_mentions"] == []  # the mention is not in the kept text
+
+    extended = tweet["extended_tweet"]
+    assert extended["full_text"] == text
+    assert extended["display_text_range"] == [0, len(text)]
+    start = text.index("@catbot")
+    assert extended["entities"]["user_mentions"] == [
+        {
+            "screen_name": "catbot",
+            "name": "catbot",
+            "id": int(BOT),
+            "id_str": BOT,
+            "indices": [start, start + len("@catbot")],
+        }
+    ]
+    assert extended["entities"]["urls"] == extended["entities"]["hashtags"] == []
+
+
 async def test_v11_environment_subscriptions_get_tweet_create_events_too(
     make_emulator: EmulatorFactory, http: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
@@ -383,26 +471,39 @@ async def test_activity_startup_subscribes_mentions_and_delivers_v2_posts(
 ) -> None:
     emulator = await ready(make_emulator, http, receiver, api="activity")
     subs = (await control(http, emulator, "GET", "subscriptions"))[1]["subscriptions"]
-    assert [s["event_type"] for s in subs] == ["dm.received", "dm.sent", "post.mention.create"]
+    assert [s["event_type"] for s in subs] == [
+        "dm.received",
+        "post.mention.create",
+        "post.reply.create",
+    ]
 
     asked = await mention(http, emulator, sender_name="Grace", user_has_blocked="false")
     assert [d["status"] for d in asked["deliveries"]] == [200]
     await settle(receiver, 1)
     [payload] = signed_payloads(receiver)
     data = payload["data"]
-    assert set(data) == {"event_uuid", "filter", "event_type", "tag", "payload"}
+    # x-api/activity/event-payloads: `payload` IS the post, `includes` sits beside it.
+    assert set(data) == {"event_uuid", "filter", "event_type", "tag", "payload", "includes"}
     assert data["filter"] == {"user_id": BOT} and data["event_type"] == "post.mention.create"
-    assert data["tag"] == "catbot" and data["event_uuid"]
-    post = data["payload"]["data"]
+    assert data["tag"] == "catbot" and re.fullmatch(r"-?[0-9]{1,19}", data["event_uuid"])
+    post = data["payload"]
+    assert "data" not in post and "includes" not in post
     assert post["id"] == asked["tweet_id"] and post["author_id"] == FRIEND
     assert post["text"] == "@catbot tell me something"
     assert post["conversation_id"] == asked["tweet_id"]
-    assert post["created_at"].endswith("Z") and "T" in post["created_at"]
-    assert post["entities"]["mentions"] == [{"id": BOT, "username": "catbot", "start": 0, "end": 7}]
-    assert "referenced_tweets" not in post
-    assert data["payload"]["includes"]["users"] == [
-        {"id": FRIEND, "username": "user42", "name": "Grace"}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z", post["created_at"])
+    assert post["entities"]["mentions"] == [
+        {"start": 0, "start_str": "0", "end": 7, "end_str": "7", "username": "catbot", "id": BOT}
     ]
+    assert post["display_text_range"] == [0, len(post["text"])]
+    assert "referenced_tweets" not in post and "in_reply_to_user_id" not in post
+    includes = data["includes"]
+    assert [(u["id"], u["username"], u["name"]) for u in includes["users"]] == [
+        (FRIEND, "user42", "Grace"),
+        (BOT, "catbot", "catbot"),
+    ]
+    assert includes["users"][0]["most_recent_tweet_id"] == asked["tweet_id"]
+    assert includes["tweets"] == [post]
 
     # The bot's own post is no mention of the bot: nothing comes back on XAA.
     client = tweepy_client(http, emulator)
@@ -412,17 +513,33 @@ async def test_activity_startup_subscribes_mentions_and_delivers_v2_posts(
     assert reply.data["id"]
     await settle(receiver, 1)
 
-    # Retweets and replies are named in referenced_tweets.
+    # Retweets are named in referenced_tweets.
     rt = await mention(http, emulator, retweet=True)
     await settle(receiver, 2)
-    retweeted = signed_payloads(receiver)[1]["data"]["payload"]["data"]
-    assert retweeted["id"] == rt["tweet_id"]
-    assert [r["type"] for r in retweeted["referenced_tweets"]] == ["retweeted"]
-    await mention(http, emulator, in_reply_to_tweet_id=reply.data["id"])
+    retweeted = signed_payloads(receiver)[1]["data"]
+    assert retweeted["event_type"] == "post.mention.create"
+    assert retweeted["payload"]["id"] == rt["tweet_id"]
+    assert [r["type"] for r in retweeted["payload"]["referenced_tweets"]] == ["retweeted"]
+
+    # A direct reply to the bot's post is `post.reply.create`, for the bot: not a mention.
+    follow = await mention(http, emulator, in_reply_to_tweet_id=reply.data["id"])
     await settle(receiver, 3)
-    answer = signed_payloads(receiver)[2]["data"]["payload"]["data"]
+    replied = signed_payloads(receiver)[2]["data"]
+    assert replied["event_type"] == "post.reply.create" and replied["filter"] == {"user_id": BOT}
+    answer = replied["payload"]
+    assert answer["id"] == follow["tweet_id"]
     assert answer["referenced_tweets"] == [{"type": "replied_to", "id": reply.data["id"]}]
+    assert answer["in_reply_to_tweet_id"] == reply.data["id"]
     assert answer["in_reply_to_user_id"] == BOT and answer["conversation_id"] == post["id"]
+    # The reply's own words start after the leading "@catbot ".
+    assert answer["display_text_range"] == [len("@catbot "), len(answer["text"])]
+    expected_tweets = [follow["tweet_id"], reply.data["id"]]
+    assert [t["id"] for t in replied["includes"]["tweets"]] == expected_tweets
+    # Every delivery has its own event_uuid.
+    uuids = {p["data"]["event_uuid"] for p in signed_payloads(receiver)}
+    assert len(uuids) == 3
+    await asyncio.sleep(0.1)
+    assert len(receiver.posts) == 3  # a direct reply is not also delivered as a mention
 
 
 async def test_activity_subscription_route_accepts_mentions_beside_account_activity(

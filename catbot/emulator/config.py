@@ -175,7 +175,7 @@ class EmulatorConfig:
                 f"{hooks} --webhook-url given but the tier allows {self.max_webhooks} "
                 "webhook(s); raise --max-webhooks"
             )
-        # activity: dm.received, dm.sent and post.mention.create
+        # activity: dm.received, post.mention.create and post.reply.create
         per_hook = len(BOT_ACTIVITY_EVENT_TYPES) if self.api == "activity" else 1
         if hooks * per_hook > self.max_subscriptions:
             yield (

@@ -9,13 +9,16 @@ Users and traffic:
   `"held": true` when the reorder fault holds them, `"duplicate": true` on copies).
 - `POST /dm_batch` `{"messages": [...]}`: one delivery holding several events.
 - `POST /mention` `{"sender_id", "text", "sender_name"?, "user_has_blocked"?: bool or
-  "true"/"false", "retweet"?: bool, "in_reply_to_tweet_id"?}`: that user posts publicly
-  naming the bot (`@<bot screen name> ` is put in front when the text does not name it;
-  280 characters at most); `retweet` makes it a retweet ("RT @user: text", with
-  `retweeted_status`). Answers `{"tweet_id", "deliveries"}` like `/dm`. Delivered as
-  `tweet_create_events` (Account Activity, `user_has_blocked` passed through as given,
-  false when absent) and `post.mention.create` (X Activity API); shapes in
-  `catbot.emulator.posts`.
+  "true"/"false", "is_blocked_by"?: the same, "retweet"?: bool, "in_reply_to_tweet_id"?}`:
+  that user posts publicly naming the bot (`@<bot screen name> ` is put in front when the
+  text does not name it; up to 25,000 characters, X Premium's longform posts: over 140 they
+  arrive in Account Activity's `extended_tweet`); `retweet` makes it a retweet ("RT @user:
+  text", with `retweeted_status`). Answers `{"tweet_id", "deliveries"}` like `/dm`.
+  Delivered as `tweet_create_events` (Account Activity, `user_has_blocked` passed through as
+  given, the string "false" when absent as in X's example; `is_blocked_by` only when given)
+  and, in the X Activity API, `post.reply.create` when it replies to one of the bot's posts,
+  else `post.mention.create` (`data.payload` is the v2 post, `data.includes` beside it,
+  one `event_uuid` per delivery); shapes in `catbot.emulator.posts`.
 - `GET /posts[?user_id=]`: the public thread, oldest first: `{"posts": [{"id", "author_id",
   "text", "in_reply_to_tweet_id", "created_at", "conversation_id", "retweeted_status_id"}]}`
   (mentions and the bot's posts through `POST /2/tweets`).
@@ -94,7 +97,7 @@ from catbot.emulator.config import USER_ID_RE
 from catbot.emulator.dispatch import dispatch, redeliver
 from catbot.emulator.faults import Faults
 from catbot.emulator.payloads import encode
-from catbot.emulator.posts import MAX_POST_LENGTH, create_post, dispatch_post, find_mentions
+from catbot.emulator.posts import MAX_LONGFORM_LENGTH, create_post, dispatch_post, find_mentions
 from catbot.emulator.refusals import RegistryError
 from catbot.emulator.runtime import RUNTIME, Runtime
 from catbot.emulator.state import DELIVERY_MODES, DeliveryMode, Message, SignedBody
@@ -222,19 +225,28 @@ async def post_dm_batch(request: web.Request) -> web.Response:
 
 
 _MENTION_FIELDS = frozenset(
-    {"sender_id", "text", "sender_name", "user_has_blocked", "retweet", "in_reply_to_tweet_id"}
+    {
+        "sender_id",
+        "text",
+        "sender_name",
+        "user_has_blocked",
+        "is_blocked_by",
+        "retweet",
+        "in_reply_to_tweet_id",
+    }
 )
 
 
-def _blocked_flag(value: Any) -> bool | str:
-    """`user_has_blocked` as X sends it, which varies: a bool or a "true"/"false" string."""
+def _blocked_flag(value: Any, name: str = "user_has_blocked") -> bool | str:
+    """`user_has_blocked` as X sends it, which varies: a bool or a "true"/"false" string
+    ("false" in X's own @mentions example, so that when absent)."""
     if value is None:
-        return False
+        return "false"
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value
-    raise ControlError('user_has_blocked must be a boolean or the string "true" or "false"')
+    raise ControlError(f'{name} must be a boolean or the string "true" or "false"')
 
 
 async def post_mention(request: web.Request) -> web.Response:
@@ -247,9 +259,12 @@ async def post_mention(request: web.Request) -> web.Response:
     dm = parse_incoming(
         {k: data[k] for k in ("sender_id", "text", "sender_name") if k in data},
         state.bot_user_id,
-        MAX_POST_LENGTH,
+        MAX_LONGFORM_LENGTH,
     )
     blocked = _blocked_flag(data.get("user_has_blocked"))
+    blocked_by = data.get("is_blocked_by")
+    if blocked_by is not None:
+        blocked_by = _blocked_flag(blocked_by, "is_blocked_by")
     retweet = data.get("retweet", False)
     if not isinstance(retweet, bool):
         raise ControlError("retweet must be a boolean")
@@ -263,8 +278,10 @@ async def post_mention(request: web.Request) -> web.Response:
     text = dm.text
     if not any(m.user_id == state.bot_user_id for m in find_mentions(state, text)):
         text = f"@{bot_name} {text}"
-    if len(text) > MAX_POST_LENGTH:
-        raise ControlError(f"text (with @{bot_name} in front) is over {MAX_POST_LENGTH} characters")
+    if len(text) > MAX_LONGFORM_LENGTH:
+        raise ControlError(
+            f"text (with @{bot_name} in front) is over {MAX_LONGFORM_LENGTH} characters"
+        )
     state.ensure_user(dm.sender_id, dm.sender_name)
     state.stats.mentions_received += 1
     post = create_post(
@@ -274,6 +291,7 @@ async def post_mention(request: web.Request) -> web.Response:
         in_reply_to=reply_to,
         retweet=retweet,
         user_has_blocked=blocked,
+        is_blocked_by=blocked_by,
     )
     outcomes = await dispatch_post(runtime, post)
     return web.json_response({"tweet_id": post.id, "deliveries": [o.to_json() for o in outcomes]})

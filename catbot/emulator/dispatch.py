@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from catbot.emulator.delivery import DeliveryOutcome
-from catbot.emulator.payloads import encode, envelopes_for
+from catbot.emulator.payloads import Envelope, encode, envelopes_for
 from catbot.emulator.runtime import Runtime
 from catbot.emulator.state import Message, SignedBody
 from catbot.signing import sign_body
@@ -16,6 +16,12 @@ def sign_envelopes(runtime: Runtime, messages: Sequence[Message]) -> tuple[Signe
     envelopes = envelopes_for(
         messages, list(state.subscriptions.values()), state.users, runtime.app_info
     )
+    return sign(runtime, envelopes)
+
+
+def sign(runtime: Runtime, envelopes: Iterable[Envelope]) -> tuple[SignedBody, ...]:
+    """Serialize and sign each envelope once: retries repeat these very bytes."""
+    secret = runtime.config.consumer_secret
     signed = []
     for envelope in envelopes:
         body = encode(envelope.payload)
@@ -23,19 +29,20 @@ def sign_envelopes(runtime: Runtime, messages: Sequence[Message]) -> tuple[Signe
             SignedBody(
                 envelope.webhook_id,
                 body,
-                sign_body(runtime.config.consumer_secret, body),
+                sign_body(secret, body),
                 envelope.audience,
+                envelope.event_ids,
             )
         )
     return tuple(signed)
 
 
 async def dispatch(runtime: Runtime, messages: Sequence[Message]) -> list[DeliveryOutcome]:
-    """Deliver a batch the way X does: each subscription gets one body with all its events."""
+    """Deliver a batch the way X does: an Account Activity subscriber gets one body with all
+    its events, an X Activity API subscriber one body per event."""
     bodies = sign_envelopes(runtime, messages)
-    event_ids = [m.id for m in messages]
-    runtime.state.remember_bodies(event_ids, bodies)
-    return await runtime.pipeline.deliver(bodies, event_ids)
+    runtime.state.remember_bodies(bodies)
+    return await runtime.pipeline.deliver(bodies, [m.id for m in messages])
 
 
 async def redeliver(runtime: Runtime, event_id: str) -> list[DeliveryOutcome] | None:

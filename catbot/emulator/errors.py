@@ -97,6 +97,24 @@ def text_too_long(limit: int) -> XError:
     )
 
 
+def post_too_long() -> XError:
+    """`POST /2/tweets` with text over 280 as X counts it.
+
+    Status and shape: the 403 problem docs.x.com x-api/posts/create-post documents for a post
+    X refuses for its content (`{"title": "Forbidden", "detail", "type": "about:blank",
+    "status": 403}`). docs.x.com shows no example for a too-long text: the detail is the one
+    X's answers carry in the field (field reports disagree on 400 or 403: a client must treat
+    both as final). v1.1's `statuses/update` said code 186.
+    """
+    detail = (
+        "Your Tweet text is too long. For more information on how Twitter determines text "
+        "length see https://github.com/twitter/twitter-text."
+    )
+    return XError(
+        403, _plain_problem(403, detail), 403, _v11(186, "Tweet needs to be a bit shorter.")
+    )
+
+
 # X's messages for the codes that refuse one DM for good (HTTP 403 in both flavours).
 _REFUSAL_MESSAGES = {
     349: "You cannot send messages to this user.",

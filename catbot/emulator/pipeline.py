@@ -79,7 +79,7 @@ class DeliveryPipeline:
     ) -> list[Target]:
         spreading = self._state.spreading
         if spreading.mode == "all":
-            return [Target(b, (b,), event_ids) for b in bodies]
+            return [Target(b, (b,), b.event_ids or event_ids) for b in bodies]
         audiences: dict[str, list[SignedBody]] = {}
         for body in bodies:
             audiences.setdefault(body.audience, []).append(body)
@@ -91,7 +91,8 @@ class DeliveryPipeline:
                 continue
             spreading.last_webhook_id = primary.webhook_id
             spreading.planned += 1
-            targets.append(Target(primary, alternatives, event_ids))
+            carried = primary.event_ids or event_ids
+            targets.append(Target(primary, alternatives, carried))
             every = spreading.duplicate_every
             if every and spreading.planned % every == 0:
                 second = await self._next_in_turn(
@@ -99,7 +100,7 @@ class DeliveryPipeline:
                 )
                 if second is not None:
                     self._state.stats.duplicates_sent += 1
-                    targets.append(Target(second, alternatives, event_ids, duplicate=True))
+                    targets.append(Target(second, alternatives, carried, duplicate=True))
         return targets
 
     async def _next_in_turn(

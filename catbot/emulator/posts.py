@@ -1,40 +1,52 @@
-"""Public posts (tweets): mentions of the bot, the bot's replies, and how they are delivered.
+"""Public posts (tweets): mentions of the bot, replies to it, the bot's own posts, and how
+they are delivered. Each builder names the X page whose example it follows.
 
 Who gets a post:
 - An Account Activity subscription for user U gets `tweet_create_events` for every post U
   wrote (so the bot's own replies come back, as on X), every post naming U, and every reply
-  to one of U's posts.
-- An X Activity API subscription with event type `post.mention.create` for user U gets every
-  post naming U that U did not write.
+  to one of U's posts ("Posts (by user)", "@mentions (of user)", "Replies (to or from user)":
+  x-api/account-activity/introduction).
+- An X Activity API subscription for user U (x-api/activity/event-payloads):
+  `post.reply.create` for a direct reply by someone else to one of U's posts ("Direct
+  replies only", `filter.user_id` = U, the replied-to post's author); `post.mention.create`
+  for any other post by someone else naming U. X does not say whether a direct reply that
+  names U fires both; as x-api.md has it, a reply to the bot's post comes as
+  `post.reply.create`, not as a mention, so here it fires only that.
 
-Account Activity envelope (v2 and v1.1 alike), one post per delivery:
+Account Activity envelope (x-api/account-activity/introduction, "tweet_create_events
+(@mentions)" and "Support for longform posts"), one post per delivery:
 
-    {"for_user_id": "<subscribed user>",
-     "user_has_blocked": <as given to /_emulator/mention: a bool, or a "true"/"false" string;
-                          false when not given; absent on the bot's own posts>,
-     "tweet_create_events": [<v1.1 tweet object>]}
+    {"for_user_id", "user_has_blocked"?, "is_blocked_by"?, "tweet_create_events": [tweet]}
 
-The v1.1 tweet object: `created_at` ("Sun Nov 29 07:00:00 +0000 2026"), `id` (int), `id_str`,
-`text`, `source`, `truncated`, `in_reply_to_status_id`(+`_str`), `in_reply_to_user_id`(+`_str`),
-`in_reply_to_screen_name`, `user` {`id` (int), `id_str`, `name`, `screen_name`, ...},
-`is_quote_status`, counts, `entities` {`hashtags`, `urls`, `symbols`, `user_mentions`:
-[{`id`, `id_str`, `screen_name`, `name`, `indices`: [start, end]}]}, `favorited`,
-`retweeted`, `filter_level`, `lang`, `timestamp_ms` (epoch ms as a string), and for retweets
-only `retweeted_status` (the original post's tweet object).
+`user_has_blocked` comes as given to `/_emulator/mention` (X's example has the string
+"false"; the default) and is absent on the bot's own posts; `is_blocked_by` ("shown only for
+Post mention events if the mentioning user is blocked by the subscribed user", the page's
+data object table) only when given. The tweet is a v1.1 Tweet object as Account Activity
+delivers it (compatibility mode): `created_at` ("Mon May 19 14:01:46 +0000 2025"), `id`
+(int), `id_str`, `text`, `display_text_range`, `truncated`, `user`, `entities`; a post over
+140 characters has `text` cut to 115 characters + "… " + its t.co permalink, `truncated:
+true`, top-level entities within the kept text plus that link, and `extended_tweet`
+{`full_text`, `display_text_range`, `entities`} holding everything (the page's longform
+example). Beside those the root-level attributes of the Tweet object data dictionary
+(x-api/enterprise-gnip-2.0/fundamentals/data-dictionary), which X's example elides as "...":
+`source`, `in_reply_to_status_id`(+`_str`), `in_reply_to_user_id`(+`_str`),
+`in_reply_to_screen_name`, `is_quote_status`, `lang`, `timestamp_ms`, and `retweeted_status`
+on retweets.
 
-X Activity API envelope: x-api.md documents no payload for `post.mention.create`, so this
-shape is the emulator's choice: a v2 post with its author expanded, as X's v2 post lookups
-answer with `expansions=author_id`:
+X Activity API envelope (x-api/activity/event-payloads, `post.mention.create` and
+`post.reply.create`): `data.payload` IS the v2 post, `data.includes` sits beside it:
 
-    {"data": {"event_uuid": "<uuid>", "filter": {"user_id": "<bot>"},
-              "event_type": "post.mention.create", "tag": "<tag, when set>",
-              "payload": {"data": {"id", "text", "author_id", "created_at" (ISO 8601),
-                                   "conversation_id", "edit_history_tweet_ids": [id],
-                                   "entities": {"mentions": [{"id", "username", "start", "end"}]},
-                                   "in_reply_to_user_id"?: str,
-                                   "referenced_tweets"?: [{"type": "replied_to"|"retweeted",
-                                                           "id"}]},
-                          "includes": {"users": [{"id", "username", "name"}]}}}}
+    {"data": {"event_uuid", "filter": {"user_id"}, "event_type", "tag"?,
+              "payload": <v2 post>, "includes": {"users": [...], "tweets": [...]}}}
+
+The v2 post: `id`, `text`, `author_id`, `created_at` (ISO 8601), `conversation_id`,
+`edit_history_tweet_ids`, `display_text_range`, `edit_controls`, `entities.mentions[{start,
+start_str, end, end_str, username, id}]` (only when it names someone), `possibly_sensitive`,
+`paid_partnership`, `public_metrics` (each count also as a string), `reply_settings`, `lang`;
+a reply adds `in_reply_to_tweet_id`, `in_reply_to_user_id`, `referenced_tweets`. `includes`
+holds the users involved and the posts (the post itself, and the one replied to: "includes
+may contain related users and tweets (including the Post being replied to)"). X documents
+no X Activity API payload for a post over 280 characters: `text` is the whole text here.
 
 Offsets (`indices`, `start`/`end`) count code points, as X does. Only `@names` of users the
 emulator knows become mentions (X links existing accounts only).
@@ -42,34 +54,65 @@ emulator knows become mentions (X links existing accounts only).
 
 from __future__ import annotations
 
+import hashlib
 import re
+import string
 import time
-import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from twitter_text import parse_tweet
+
 from catbot.emulator.delivery import DeliveryOutcome
-from catbot.emulator.payloads import Envelope, activity_data_envelope, encode
+from catbot.emulator.dispatch import sign
+from catbot.emulator.payloads import (
+    DEFAULT_AVATAR,
+    Envelope,
+    EventUuidSource,
+    activity_data_envelope,
+    audience_of,
+    metric_pairs,
+    new_event_uuid,
+    v2_timestamp,
+    v2_user,
+)
 from catbot.emulator.runtime import Runtime
 from catbot.emulator.state import (
     EmulatorState,
     Mention,
     Post,
-    SignedBody,
     Subscription,
     UserProfile,
-    iso_timestamp,
 )
-from catbot.signing import sign_body
 
 MENTION_EVENT_TYPE = "post.mention.create"
+REPLY_EVENT_TYPE = "post.reply.create"
+# What a post may weigh as X counts it (docs.x.com fundamentals/counting-characters).
 MAX_POST_LENGTH = 280
+# What a user of the control API may post: X Premium's longform limit (X's own Account
+# Activity longform example is 2,051 characters long; docs.x.com states no limit).
+MAX_LONGFORM_LENGTH = 25_000
+# Account Activity's compatibility mode: text past 140 characters moves to extended_tweet.
+COMPAT_TEXT_LENGTH = 140
+# A t.co link always takes 23 characters (fundamentals/counting-characters).
+_TCO_LENGTH = 23
+_ELLIPSIS = "…"
+# X's edit window, as its examples show it: `editable_until` is `created_at` + 1 hour.
+_EDIT_WINDOW_MS = 3_600_000
+_EDITS_ALLOWED = 5
+
 # X screen names: up to 15 letters, digits and underscores; not inside a word or an e-mail.
 _MENTION_RE = re.compile(r"(?<![A-Za-z0-9_@])@([A-Za-z0-9_]{1,15})(?![A-Za-z0-9_@])")
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _SOURCE = '<a href="https://x.com" rel="nofollow">X Web App</a>'
+_BASE62 = string.digits + string.ascii_letters
+
+
+def weighted_length(text: str) -> int:
+    """A post's length as X counts it: twitter-text v3 (NFC, most CJK and emoji 2, URLs 23)."""
+    return int(parse_tweet(text).weightedLength)
 
 
 def find_mentions(state: EmulatorState, text: str) -> tuple[Mention, ...]:
@@ -89,6 +132,7 @@ def create_post(
     in_reply_to: Post | None = None,
     retweet: bool = False,
     user_has_blocked: bool | str | None = None,
+    is_blocked_by: bool | str | None = None,
 ) -> Post:
     """Record a post (a retweet of a fresh original when `retweet`) and tell listeners."""
     author = state.ensure_user(author_id)
@@ -111,6 +155,7 @@ def create_post(
         retweeted_status_id=retweeted_id,
         retweeted_text=retweeted_text,
         user_has_blocked=user_has_blocked,
+        is_blocked_by=is_blocked_by,
     )
     return state.add_post(post)
 
@@ -119,7 +164,7 @@ def create_post(
 
 
 def v11_created_at(epoch_ms: int) -> str:
-    """X's v1.1 timestamp ("Sun Nov 29 07:00:00 +0000 2026"), whatever the locale."""
+    """X's v1.1 timestamp ("Mon May 19 14:01:46 +0000 2025"), whatever the locale."""
     moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
     return (
         f"{_DAYS[moment.weekday()]} {_MONTHS[moment.month - 1]} {moment.day:02d} "
@@ -128,16 +173,19 @@ def v11_created_at(epoch_ms: int) -> str:
 
 
 def _v11_user(profile: UserProfile) -> dict[str, Any]:
+    """The tweet's `user`, with the fields of X's longform example's user."""
     return {
         "id": int(profile.id),
         "id_str": profile.id,
         "name": profile.name,
         "screen_name": profile.screen_name,
+        "location": "",
         "protected": False,
         "verified": False,
         "followers_count": 0,
         "friends_count": 0,
         "statuses_count": 0,
+        "profile_image_url_https": DEFAULT_AVATAR,
     }
 
 
@@ -152,6 +200,20 @@ def _v11_mention(users: Mapping[str, UserProfile], mention: Mention) -> dict[str
     }
 
 
+def tco_link(post_id: str) -> str:
+    """A stable stand-in for X's t.co permalink of a post (23 characters, as X's are)."""
+    number = int.from_bytes(hashlib.sha256(post_id.encode()).digest()[:8], "big")
+    code = ""
+    for _ in range(_TCO_LENGTH - len("https://t.co/")):
+        number, digit = divmod(number, len(_BASE62))
+        code += _BASE62[digit]
+    return f"https://t.co/{code}"
+
+
+def _v11_entities(mentions: Iterable[dict[str, Any]], urls: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"hashtags": [], "urls": urls, "user_mentions": list(mentions), "symbols": []}
+
+
 def _tweet_object(
     *,
     post_id: str,
@@ -163,41 +225,60 @@ def _tweet_object(
     reply_to: Post | None,
 ) -> dict[str, Any]:
     replied_author = users.get(reply_to.author_id) if reply_to is not None else None
-    return {
+    mentioned = list(mentions)
+    tweet: dict[str, Any] = {
         "created_at": v11_created_at(created_ms),
         "id": int(post_id),
         "id_str": post_id,
-        "text": text,
-        "source": _SOURCE,
-        "truncated": False,
-        "in_reply_to_status_id": int(reply_to.id) if reply_to is not None else None,
-        "in_reply_to_status_id_str": reply_to.id if reply_to is not None else None,
-        "in_reply_to_user_id": int(reply_to.author_id) if reply_to is not None else None,
-        "in_reply_to_user_id_str": reply_to.author_id if reply_to is not None else None,
-        "in_reply_to_screen_name": (
-            replied_author.screen_name if replied_author is not None else None
-        ),
-        "user": _v11_user(author),
-        "geo": None,
-        "coordinates": None,
-        "place": None,
-        "is_quote_status": False,
-        "quote_count": 0,
-        "reply_count": 0,
-        "retweet_count": 0,
-        "favorite_count": 0,
-        "entities": {
-            "hashtags": [],
-            "urls": [],
-            "user_mentions": [_v11_mention(users, m) for m in mentions],
-            "symbols": [],
-        },
-        "favorited": False,
-        "retweeted": False,
-        "filter_level": "low",
-        "lang": "en",
-        "timestamp_ms": str(created_ms),
     }
+    extended: dict[str, Any] | None = None
+    if len(text) <= COMPAT_TEXT_LENGTH:
+        tweet["text"] = text
+        tweet["display_text_range"] = [0, len(text)]
+        tweet["truncated"] = False
+        entities = _v11_entities((_v11_mention(users, m) for m in mentioned), [])
+    else:
+        # X's longform example: 115 characters, "… ", then the post's 23-character t.co
+        # link: 140 in all, the link as the one top-level URL entity.
+        kept = COMPAT_TEXT_LENGTH - _TCO_LENGTH - 2
+        link = tco_link(post_id)
+        tweet["text"] = f"{text[:kept]}{_ELLIPSIS} {link}"
+        tweet["display_text_range"] = [0, COMPAT_TEXT_LENGTH]
+        tweet["truncated"] = True
+        url_entity = {
+            "url": link,
+            "expanded_url": f"https://twitter.com/i/web/status/{post_id}",
+            "display_url": f"twitter.com/i/web/status/{post_id[0]}{_ELLIPSIS}",
+            "indices": [kept + 2, COMPAT_TEXT_LENGTH],
+        }
+        entities = _v11_entities(
+            (_v11_mention(users, m) for m in mentioned if m.end <= kept), [url_entity]
+        )
+        extended = {
+            "full_text": text,
+            "display_text_range": [0, len(text)],
+            "entities": _v11_entities((_v11_mention(users, m) for m in mentioned), []),
+        }
+    tweet.update(
+        {
+            "source": _SOURCE,
+            "in_reply_to_status_id": int(reply_to.id) if reply_to is not None else None,
+            "in_reply_to_status_id_str": reply_to.id if reply_to is not None else None,
+            "in_reply_to_user_id": int(reply_to.author_id) if reply_to is not None else None,
+            "in_reply_to_user_id_str": reply_to.author_id if reply_to is not None else None,
+            "in_reply_to_screen_name": (
+                replied_author.screen_name if replied_author is not None else None
+            ),
+            "user": _v11_user(author),
+            "is_quote_status": False,
+        }
+    )
+    if extended is not None:
+        tweet["extended_tweet"] = extended
+    tweet["entities"] = entities
+    tweet["lang"] = "und"
+    tweet["timestamp_ms"] = str(created_ms)
+    return tweet
 
 
 def tweet_create_event(state: EmulatorState, post: Post) -> dict[str, Any]:
@@ -233,6 +314,8 @@ def account_activity_post_envelope(
     payload: dict[str, Any] = {"for_user_id": for_user_id}
     if post.user_has_blocked is not None:
         payload["user_has_blocked"] = post.user_has_blocked
+    if post.is_blocked_by is not None:
+        payload["is_blocked_by"] = post.is_blocked_by
     payload["tweet_create_events"] = [tweet_create_event(state, post)]
     return payload
 
@@ -240,57 +323,130 @@ def account_activity_post_envelope(
 # --- X Activity API (v2 posts) ---------------------------------------------------------
 
 
+def _display_start(post: Post) -> int:
+    """Where a reply's own words begin: X's display range leaves out the leading @names."""
+    if post.in_reply_to_tweet_id is None:
+        return 0
+    start = 0
+    for mention in sorted(post.mentions, key=lambda m: m.start):
+        if mention.start != start:
+            break
+        start = mention.end
+        while start < len(post.text) and post.text[start] == " ":
+            start += 1
+    return start
+
+
 def v2_post(post: Post) -> dict[str, Any]:
+    """The v2 Post of x-api/activity/event-payloads' `post.mention.create` payload (with
+    the reply fields of its `post.reply.create` example)."""
     data: dict[str, Any] = {
         "id": post.id,
         "text": post.text,
         "author_id": post.author_id,
-        "created_at": iso_timestamp(post.created_ms / 1000),
+        "created_at": v2_timestamp(post.created_ms),
         "conversation_id": post.conversation_id,
         "edit_history_tweet_ids": [post.id],
-        "entities": {
-            "mentions": [
-                {"id": m.user_id, "username": m.screen_name, "start": m.start, "end": m.end}
-                for m in post.mentions
-            ]
-        },
     }
     referenced = []
     if post.in_reply_to_tweet_id is not None:
+        data["in_reply_to_tweet_id"] = post.in_reply_to_tweet_id
         data["in_reply_to_user_id"] = post.in_reply_to_user_id
         referenced.append({"type": "replied_to", "id": post.in_reply_to_tweet_id})
     if post.retweeted_status_id is not None:
         referenced.append({"type": "retweeted", "id": post.retweeted_status_id})
     if referenced:
         data["referenced_tweets"] = referenced
+    data["display_text_range"] = [_display_start(post), len(post.text)]
+    data["edit_controls"] = {
+        "edits_remaining": _EDITS_ALLOWED,
+        "edits_remaining_str": str(_EDITS_ALLOWED),
+        "is_edit_eligible": True,
+        "editable_until": v2_timestamp(post.created_ms + _EDIT_WINDOW_MS),
+    }
+    if post.mentions:
+        # X's post.create example, which names nobody, has no `entities` at all.
+        data["entities"] = {
+            "mentions": [
+                {
+                    "start": m.start,
+                    "start_str": str(m.start),
+                    "end": m.end,
+                    "end_str": str(m.end),
+                    "username": m.screen_name,
+                    "id": m.user_id,
+                }
+                for m in post.mentions
+            ]
+        }
+    data["possibly_sensitive"] = False
+    data["paid_partnership"] = False
+    data["public_metrics"] = metric_pairs(
+        retweet_count=0,
+        reply_count=0,
+        like_count=0,
+        quote_count=0,
+        bookmark_count=0,
+        impression_count=0,
+    )
+    data["reply_settings"] = "everyone"
+    # The emulator detects no language: "und", as X's mention example has it.
+    data["lang"] = "und"
     return data
+
+
+def _latest_post_id(state: EmulatorState, user_id: str) -> str | None:
+    return next((p.id for p in reversed(state.posts) if p.author_id == user_id), None)
+
+
+def activity_includes(state: EmulatorState, post: Post) -> dict[str, Any]:
+    """`includes` of a post event: the users involved (author first, as in X's mention
+    example) and the posts (the post itself, then the one it replies to)."""
+    replied = state.post_by_id(post.in_reply_to_tweet_id) if post.in_reply_to_tweet_id else None
+    user_ids = [post.author_id, *post.mentioned_ids]
+    if replied is not None:
+        user_ids.append(replied.author_id)
+    users = [
+        v2_user(state.ensure_user(uid), most_recent_tweet_id=_latest_post_id(state, uid))
+        for uid in dict.fromkeys(user_ids)
+    ]
+    tweets = [v2_post(post)] + ([v2_post(replied)] if replied is not None else [])
+    return {"users": users, "tweets": tweets}
 
 
 def activity_post_envelope(
     state: EmulatorState,
     subscription: Subscription,
     post: Post,
-    new_event_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
+    new_uuid: EventUuidSource = new_event_uuid,
 ) -> dict[str, Any]:
-    author = state.ensure_user(post.author_id)
-    return activity_data_envelope(subscription, {
-        "data": v2_post(post),
-        "includes": {
-            "users": [{"id": author.id, "username": author.screen_name, "name": author.name}]
-        },
-    }, new_event_uuid)
+    return activity_data_envelope(
+        subscription,
+        v2_post(post),
+        includes=activity_includes(state, post),
+        new_uuid=new_uuid,
+    )
 
 
 # --- who gets what ---------------------------------------------------------------------
+
+
+def activity_event_type(post: Post, user_id: str) -> str | None:
+    """The X Activity API post event `post` is for `user_id`, if any (see the module doc)."""
+    if post.author_id == user_id:
+        return None
+    if post.in_reply_to_user_id == user_id:
+        return REPLY_EVENT_TYPE
+    if user_id in post.mentioned_ids:
+        return MENTION_EVENT_TYPE
+    return None
 
 
 def _matches(subscription: Subscription, post: Post) -> bool:
     user = subscription.user_id
     if subscription.kind == "account_activity":
         return user in (post.author_id, post.in_reply_to_user_id) or user in post.mentioned_ids
-    if subscription.event_type == MENTION_EVENT_TYPE:
-        return user in post.mentioned_ids and post.author_id != user
-    return False
+    return subscription.event_type == activity_event_type(post, user)
 
 
 def envelopes_for_post(state: EmulatorState, post: Post) -> list[Envelope]:
@@ -300,22 +456,16 @@ def envelopes_for_post(state: EmulatorState, post: Post) -> list[Envelope]:
             continue
         if sub.kind == "account_activity":
             payload = account_activity_post_envelope(state, sub.user_id, post)
+            audience = audience_of(sub)
         else:
             payload = activity_post_envelope(state, sub, post)
-        audience = f"{sub.kind}:{sub.event_type or '*'}:{sub.user_id}"
-        envelopes.append(Envelope(sub.webhook_id, payload, audience))
+            audience = audience_of(sub, post.id)
+        envelopes.append(Envelope(sub.webhook_id, payload, audience, (post.id,)))
     return envelopes
 
 
 async def dispatch_post(runtime: Runtime, post: Post) -> list[DeliveryOutcome]:
     """Sign and deliver a post to every matching subscription; `redeliver` can repeat it."""
-    secret = runtime.config.consumer_secret
-    bodies = []
-    for envelope in envelopes_for_post(runtime.state, post):
-        body = encode(envelope.payload)
-        bodies.append(
-            SignedBody(envelope.webhook_id, body, sign_body(secret, body), envelope.audience)
-        )
-    signed = tuple(bodies)
-    runtime.state.remember_bodies([post.id], signed)
+    signed = sign(runtime, envelopes_for_post(runtime.state, post))
+    runtime.state.remember_bodies(signed)
     return await runtime.pipeline.deliver(signed, [post.id])

@@ -23,9 +23,15 @@ Direction = Literal["in", "out"]
 # Account Activity subscriptions get every event of the user; X Activity API subscriptions
 # name one event type each (e.g. "dm.received").
 SubscriptionKind = Literal["account_activity", "activity"]
-# The X Activity API event types the bot is subscribed to on each start-up webhook: dm.sent
-# too, so the bot's own replies come back as they do on X; and mentions of the bot.
-BOT_ACTIVITY_EVENT_TYPES: tuple[str, ...] = ("dm.received", "dm.sent", "post.mention.create")
+# The X Activity API event types the bot is subscribed to on each start-up webhook: the ones
+# it answers, as `catbot webhooks ensure` subscribes them. Three, the pay-per-use tier's
+# subscription limit; `dm.sent` (the bot's own DMs coming back) can be added through
+# `/2/activity/subscriptions` on a tier that allows more.
+BOT_ACTIVITY_EVENT_TYPES: tuple[str, ...] = (
+    "dm.received",
+    "post.mention.create",
+    "post.reply.create",
+)
 
 # Told about changes as they happen (the chat page's live updates): a topic ("message",
 # "post", "delivery", "webhooks", "reset") and its JSON data. Called in the event loop;
@@ -110,8 +116,10 @@ class Post:
     # A retweet: the id of the original post (which `retweeted_text` holds the text of).
     retweeted_status_id: str | None = None
     retweeted_text: str | None = None
-    # Account Activity's `user_has_blocked` exactly as given (bool or string); None: absent.
+    # Account Activity's `user_has_blocked` and `is_blocked_by` exactly as given (bool or
+    # string); None: absent from the envelope.
     user_has_blocked: bool | str | None = None
+    is_blocked_by: bool | str | None = None
 
     @property
     def mentioned_ids(self) -> tuple[str, ...]:
@@ -202,6 +210,8 @@ class SignedBody:
     # Which subscriber this delivery is for (kind, event type, user): round-robin spreading
     # sends one delivery per audience, where "all" sends one per subscribed webhook.
     audience: str = ""
+    # The events (DM ids, post ids) this body carries: what `redeliver` looks them up by.
+    event_ids: tuple[str, ...] = ()
 
 
 @dataclass
@@ -498,9 +508,14 @@ class EmulatorState:
         self.delivery_log.append(entry)
         self.notify("delivery", entry)
 
-    def remember_bodies(self, event_ids: Iterable[str], bodies: tuple[SignedBody, ...]) -> None:
-        for event_id in event_ids:
-            self.sent_bodies[event_id] = bodies
+    def remember_bodies(self, bodies: Iterable[SignedBody]) -> None:
+        """Keep each body under every event it carries, so a redelivery repeats only those."""
+        carried: dict[str, list[SignedBody]] = {}
+        for body in bodies:
+            for event_id in body.event_ids:
+                carried.setdefault(event_id, []).append(body)
+        for event_id, held in carried.items():
+            self.sent_bodies[event_id] = tuple(held)
         while len(self.sent_bodies) > _REMEMBERED_BODIES:
             self.sent_bodies.popitem(last=False)
 

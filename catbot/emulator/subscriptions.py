@@ -33,8 +33,8 @@ from catbot.emulator.state import (
 __all__ = ["BOT_ACTIVITY_EVENT_TYPES"]
 
 # DM and chat event types X's Activity API accepts, plus profile ones from its OpenAPI
-# description and mentions. Only dm.received, dm.sent and post.mention.create ever produce
-# deliveries here.
+# description, mentions and replies (x-api/activity/event-payloads). Only dm.received,
+# dm.sent, post.mention.create and post.reply.create ever produce deliveries here.
 ACTIVITY_EVENT_TYPES: Final = frozenset(
     {
         "dm.received",
@@ -48,6 +48,7 @@ ACTIVITY_EVENT_TYPES: Final = frozenset(
         "profile.update.profile_picture",
         "profile.update.banner_picture",
         "post.mention.create",
+        "post.reply.create",
     }
 )
 
@@ -175,8 +176,8 @@ def delete_activity_subscription(runtime: Runtime, subscription_id: str) -> None
 
 
 def subscribe_bot(runtime: Runtime, webhook: Webhook, *, enforce_limits: bool) -> None:
-    """Subscribe the bot to DMs and mentions on this webhook in the configured flavour;
-    idempotent.
+    """Subscribe the bot to DMs, mentions and replies on this webhook in the configured
+    flavour; idempotent.
 
     Start-up `--webhook-url` and the control API's registration use it, so that "registered
     and subscribed" means the same records X's own routes would have created.
@@ -184,7 +185,7 @@ def subscribe_bot(runtime: Runtime, webhook: Webhook, *, enforce_limits: bool) -
     state, config = runtime.state, runtime.config
     bot = state.bot_user_id
     if config.api == "activity":
-        # dm.sent too, so the bot's own replies come back as they do on X; and mentions.
+        # What the bot answers: DMs, mentions and replies to its posts.
         for event_type in BOT_ACTIVITY_EVENT_TYPES:
             if any(
                 _same_activity(s, event_type, bot, webhook.id) for s in state.subscriptions.values()

@@ -7,9 +7,11 @@
   signature, 403 "Unsupported Authentication" for an app-only bearer).
 - Checks, in X's order: authentication, injected 429 (`post_rate_limit_next`), the budget
   (100 posts per 15 minutes per user, X's documented user limit), the body (400
-  `invalid-request` problem: no text, text over 280 characters (counted as code points; X's
-  weighted counting is not emulated), a bad or unknown `reply.in_reply_to_tweet_id`), then
-  an injected failure (`post_fail_next`, status `post_fail_status`, default 503).
+  `invalid-request` problem: no text, a bad or unknown `reply.in_reply_to_tweet_id`; 403
+  "Your Tweet text is too long" problem (`errors.post_too_long`) for text weighing over 280
+  as X counts it: twitter-text v3, docs.x.com fundamentals/counting-characters: NFC, most
+  CJK characters and every emoji 2, a URL 23), then an injected failure (`post_fail_next`,
+  status `post_fail_status`, default 503).
 - Like X, the new post comes back to the bot's Account Activity webhooks as a
   `tweet_create_events` delivery (in the background: the caller never waits for it).
 - The `latency` fault applies with the key `tweets` (or a path such as `/2/tweets`).
@@ -29,7 +31,7 @@ from catbot.emulator.access import authenticate
 from catbot.emulator.api_common import RATE_HEADERS, Refusal, json_object
 from catbot.emulator.config import USER_ID_RE
 from catbot.emulator.errors import Style
-from catbot.emulator.posts import MAX_POST_LENGTH, create_post, dispatch_post
+from catbot.emulator.posts import MAX_POST_LENGTH, create_post, dispatch_post, weighted_length
 from catbot.emulator.runtime import RUNTIME, Runtime
 from catbot.emulator.state import Post, RateWindow
 from catbot.emulator.traffic import OUTCOME
@@ -56,8 +58,8 @@ def _parse(runtime: Runtime, data: dict[str, Any]) -> tuple[str, Post | None]:
     text = data.get("text")
     if not isinstance(text, str) or not text.strip():
         raise _invalid("text: a post needs text (attachments are not emulated)", "text", text)
-    if len(text) > MAX_POST_LENGTH:
-        raise _invalid(f"text: size must be between 1 and {MAX_POST_LENGTH}", "text", text)
+    if weighted_length(text) > MAX_POST_LENGTH:
+        raise Refusal.of(errors.post_too_long(), Style.V2)
     reply = data.get("reply")
     if reply is None:
         return text, None
