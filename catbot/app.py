@@ -120,6 +120,7 @@ class Daemon:
                     consumer_secret=self.credentials.consumer_secret,
                     bot_user_id=s.bot_user_id,
                     max_event_age_seconds=s.max_event_age_seconds,
+                    max_future_skew_seconds=s.max_future_skew_seconds,
                     max_body_bytes=s.max_body_bytes,
                     store_timeout_seconds=s.store_timeout_seconds,
                     body_timeout_seconds=s.body_timeout_seconds,

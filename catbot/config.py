@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=30.0, gt=0)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     max_event_age_seconds: float = Field(default=3600.0, gt=0)
+    # Events stamped further ahead of this host's clock are refused ("future"): the age
+    # check could not bound them.
+    max_future_skew_seconds: float = Field(default=300.0, ge=0)
     # A store that hangs must not hang X's request: past this the webhook answers 503.
     store_timeout_seconds: float = Field(default=5.0, gt=0)
 

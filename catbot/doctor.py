@@ -22,7 +22,7 @@ import aiohttp
 from catbot.admin import add_common_options, connect
 from catbot.config import ConfigError, Settings, load_settings
 from catbot.signing import crc_response_token
-from catbot.x.management import Webhook, WebhookManager, XApiError
+from catbot.x.management import ActivityApi, Webhook, WebhookManager, XApiError
 
 CRC_DEADLINE_SECONDS = 3.0
 
@@ -144,13 +144,19 @@ async def _check_webhook(
 async def _check_subscription(manager: WebhookManager, webhook: Webhook) -> Check:
     try:
         subscribed = await manager.is_subscribed(webhook.id)
+        # The X Activity API subscribes each event type apart: name the answered ones missing.
+        missing = (await manager.missing_event_types(webhook.id)
+                   if not subscribed and isinstance(manager, ActivityApi) else [])
     except XApiError as exc:
         return Check("subscription", False, f"cannot check: {exc}", "")
+    types = f" ({', '.join(manager.event_types)})" if isinstance(manager, ActivityApi) else ""
     if not subscribed:
+        what = f" for {', '.join(missing)}" if missing else ""
         return Check("subscription", False,
-                     f"the bot account is not subscribed to webhook {webhook.id}",
+                     f"the bot account is not subscribed to webhook {webhook.id}{what}",
                      "run `catbot subscriptions add`")
-    return Check("subscription", True, f"the bot account is subscribed to webhook {webhook.id}")
+    return Check("subscription", True,
+                 f"the bot account is subscribed to webhook {webhook.id}{types}")
 
 
 async def check_crc(url: str, settings: Settings) -> Check:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import calendar
 import copy
 import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -252,7 +256,7 @@ def test_empty_and_null_dm_arrays() -> None:
 
 
 def _break(path: list[str], value: Any = None, delete: bool = False) -> dict[str, Any]:
-    event = dm_event(event_id="bad")
+    event = dm_event(event_id="999")
     node = event
     for key in path[:-1]:
         node = node[key]
@@ -268,6 +272,11 @@ MALFORMED_EVENTS = [
     pytest.param(_break(["id"], ""), id="empty-id"),
     pytest.param(_break(["id"], "x" * 65), id="id-too-long"),
     pytest.param(_break(["id"], None), id="null-id"),
+    # X's ids are 64-bit decimals (x-ids): anything else would become a stranger's dedupe key.
+    pytest.param(_break(["id"], "abc"), id="id-not-digits"),
+    pytest.param(_break(["id"], "-1"), id="id-negative"),
+    pytest.param(_break(["id"], "1" * 20), id="id-over-19-digits"),
+    pytest.param(_break(["id"], "１２"), id="id-fullwidth-digits"),
     pytest.param(_break(["created_timestamp"], delete=True), id="no-timestamp"),
     pytest.param(_break(["created_timestamp"], "yesterday"), id="text-timestamp"),
     pytest.param(_break(["created_timestamp"], -5), id="negative-timestamp"),
@@ -379,7 +388,15 @@ def test_activity_dm_sent_is_parsed_too() -> None:
         ("dm.indicate_typing", "typing"),
         ("chat.received", "chat"),
         ("chat.sent", "chat"),
-        ("profile.update.bio", "unknown"),
+        ("profile.update.bio", "profile"),
+        ("post.quote.create", "quote"),
+        ("post.repost.create", "repost"),
+        ("post.create", "post"),
+        ("post.delete", "post_delete"),
+        ("like.create", "like"),
+        ("follow.follow", "follow"),
+        ("oauth.revoke", "oauth_revoke"),
+        ("brand.new.type", "unknown"),
         ("", "unknown"),
     ],
 )
@@ -425,6 +442,205 @@ def test_data_without_event_type_is_not_activity() -> None:
     delivery = parse_delivery({"data": {"payload": {"direct_message_events": [dm_event()]}}})
     assert delivery.envelope == "unknown"
     assert delivery.direct_messages == []
+
+
+@pytest.mark.parametrize("event_uuid", [
+    "-6850472171600526495", "2080765813578191303", "9223372036854775807",
+    "-9223372036854775808", str(uuid.UUID(int=7)), 12345, None,
+])
+def test_activity_event_uuid_in_any_form_is_accepted(event_uuid: Any) -> None:
+    # X's examples show signed 64-bit decimals; nothing about the delivery id may refuse one.
+    body = activity(dm_event(event_id="7"))
+    body["data"]["event_uuid"] = event_uuid
+    assert parse_delivery(body).direct_messages == [expected_dm(event_id="7")]
+
+
+# Posts addressed to the bot (tests/fixtures/x: X's documented examples) -----------------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "x"
+XAA_BOT = "1111111111111111111"  # the filtered user of every X Activity API example
+AAA_BOT = "4337869213"  # the subscribed user of the Account Activity examples
+
+
+def fixture(name: str) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    return body
+
+
+def utc(*when: int) -> float:
+    return float(calendar.timegm((*when, 0, 0, 0)))
+
+
+@pytest.mark.parametrize(("name", "created"), [
+    ("activity/post_mention_create.json", utc(2026, 7, 24, 21, 23, 23)),
+    ("activity/post_reply_create.json", utc(2026, 8, 12, 18, 0, 0)),
+])
+def test_activity_post_events_carry_the_post_as_payload(name: str, created: float) -> None:
+    body = fixture(name)
+    post = body["data"]["payload"]
+    delivery = parse_delivery(body)
+    assert delivery.mentions == [InboundDM(
+        event_id="tweet:" + post["id"], sender_id=post["author_id"], recipient_id=XAA_BOT,
+        for_user_id=XAA_BOT, text=post["text"], created_at=created, kind="mention",
+        tweet_id=post["id"],
+    )]
+    assert delivery.direct_messages == [] and delivery.ignored == []
+
+
+def test_a_reply_that_also_names_the_bot_dedupes_with_its_mention() -> None:
+    # X sends both post.reply.create and post.mention.create for such a post: one job.
+    reply = fixture("activity/post_reply_create.json")
+    mention = copy.deepcopy(reply)
+    mention["data"]["event_type"] = "post.mention.create"
+    mention["data"]["event_uuid"] = "-1"
+    [a] = parse_delivery(reply).mentions
+    [b] = parse_delivery(mention).mentions
+    assert a.event_id == b.event_id == "tweet:" + reply["data"]["payload"]["id"]
+
+
+def _post_body(**changes: Any) -> dict[str, Any]:
+    body = fixture("activity/post_mention_create.json")
+    payload = body["data"]["payload"]
+    for key, value in changes.items():
+        if value is _DELETE:
+            del payload[key]
+        else:
+            payload[key] = value
+    return body
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize("changes", [
+    pytest.param({"id": "abc"}, id="id-not-digits"),
+    pytest.param({"id": "1" * 20}, id="id-too-long"),
+    pytest.param({"id": _DELETE}, id="no-id"),
+    pytest.param({"author_id": "me"}, id="author-not-digits"),
+    pytest.param({"created_at": _DELETE}, id="no-created-at"),
+    pytest.param({"created_at": "yesterday"}, id="created-at-text"),
+    pytest.param({"created_at": "2026-07-24T21:23:23"}, id="created-at-without-zone"),
+    pytest.param({"created_at": 1784928203}, id="created-at-number"),
+    pytest.param({"text": ["a"]}, id="text-list"),
+])
+def test_bad_activity_posts_are_malformed(changes: dict[str, Any]) -> None:
+    delivery = parse_delivery(_post_body(**changes))
+    assert delivery.mentions == [] and delivery.ignored == [("mention", "malformed")]
+
+
+def test_activity_payload_not_an_object_is_malformed() -> None:
+    body = _post_body()
+    body["data"]["payload"] = ["not", "a", "post"]
+    assert parse_delivery(body).ignored == [("mention", "malformed")]
+
+
+def test_the_pre_issue_14_wrapped_post_is_not_read() -> None:
+    # `payload.data` was the emulator's invention, never X's: it must not look answerable.
+    body = _post_body()
+    body["data"]["payload"] = {"data": body["data"]["payload"]}
+    assert parse_delivery(body).ignored == [("mention", "malformed")]
+
+
+def test_a_repost_delivered_as_a_mention_is_not_answered() -> None:
+    body = _post_body(referenced_tweets=[{"type": "retweeted", "id": "2080761390344937796"}])
+    delivery = parse_delivery(body)
+    assert delivery.mentions == [] and delivery.ignored == [("mention", "retweet")]
+
+
+def test_a_quoting_post_that_replies_is_still_answered() -> None:
+    # Only a repost repeats someone else's words; quoted/replied_to references are questions.
+    body = _post_body(referenced_tweets=[{"type": "quoted", "id": "1"},
+                                         {"type": "replied_to", "id": "2"}])
+    assert len(parse_delivery(body).mentions) == 1
+
+
+def test_a_long_v2_post_is_read_from_note_tweet() -> None:
+    whole = "@ExampleUser " + "purr " * 100
+    [mention] = parse_delivery(_post_body(note_tweet={"text": whole})).mentions
+    assert mention.text == whole
+
+
+@pytest.mark.parametrize("created_at", [
+    "2026-07-24T21:23:23.000Z", "2026-07-24T21:23:23Z", "2026-07-24T23:23:23+02:00",
+    "Fri Jul 24 21:23:23 +0000 2026",
+])
+def test_activity_post_time_in_each_form_x_writes(created_at: str) -> None:
+    [mention] = parse_delivery(_post_body(created_at=created_at)).mentions
+    assert mention.created_at == utc(2026, 7, 24, 21, 23, 23)
+
+
+# Account Activity long posts, created_at, is_blocked_by --------------------------------------
+
+
+def test_a_long_post_naming_the_bot_past_140_characters_is_answered_whole() -> None:
+    body = fixture("account_activity/tweet_create_events_longform_mention_of_bot.json")
+    [tweet] = body["tweet_create_events"]
+    assert tweet["entities"]["user_mentions"] == []  # the mention is only in extended_tweet
+    [mention] = parse_delivery(body).mentions
+    assert mention.text == tweet["extended_tweet"]["full_text"]
+    assert len(mention.text) == tweet["extended_tweet"]["display_text_range"][1] > 140
+    assert (mention.tweet_id, mention.sender_id) == (tweet["id_str"], tweet["user"]["id_str"])
+    # X's long-post example has no timestamp_ms: its created_at is the time.
+    assert mention.created_at == utc(2025, 5, 19, 14, 1, 46)
+
+
+def test_the_documented_long_post_for_another_account_is_not_a_mention() -> None:
+    delivery = parse_delivery(fixture("account_activity/tweet_create_events_longform.json"))
+    assert delivery.mentions == [] and delivery.ignored == [("tweet_create", "not_a_mention")]
+
+
+def _tweet_body(**changes: Any) -> dict[str, Any]:
+    tweet: dict[str, Any] = {
+        "id_str": "1050118621198921728", "text": "@catbot hi",
+        "user": {"id_str": "42"}, "entities": {"user_mentions": [{"id_str": BOT}]},
+    }
+    for key, value in changes.items():
+        if value is not _DELETE:
+            tweet[key] = value
+    return {"for_user_id": BOT, "tweet_create_events": [tweet]}
+
+
+@pytest.mark.parametrize("created_at", [
+    "Wed Oct 10 20:19:24 +0000 2018", "Wed Oct 10 22:19:24 +0200 2018",
+    "2018-10-10T20:19:24.000Z", "2018-10-10T20:19:24+00:00",
+])
+def test_tweet_created_at_is_read_without_timestamp_ms(created_at: str) -> None:
+    [mention] = parse_delivery(_tweet_body(created_at=created_at)).mentions
+    assert mention.created_at == datetime(2018, 10, 10, 20, 19, 24, tzinfo=UTC).timestamp()
+
+
+def test_tweet_timestamp_ms_wins_over_created_at() -> None:
+    body = _tweet_body(created_at="Wed Oct 10 20:19:24 +0000 2018", timestamp_ms="1539202765123")
+    [mention] = parse_delivery(body).mentions
+    assert mention.created_at == 1539202765.123
+
+
+@pytest.mark.parametrize("created_at", [
+    None, "", "yesterday", "Wed Oct 10 20:19:24 2018", "2018-10-10T20:19:24", 1539202764,
+    "Wed Oct 10 20:19:24 +0000 -2018",
+])
+def test_tweet_without_a_readable_time_is_malformed(created_at: Any) -> None:
+    body = _tweet_body(created_at=_DELETE if created_at is None else created_at)
+    delivery = parse_delivery(body)
+    assert delivery.mentions == [] and delivery.ignored == [("tweet_create", "malformed")]
+
+
+@pytest.mark.parametrize(("flags", "answered"), [
+    ({"is_blocked_by": True}, False),
+    ({"is_blocked_by": "true"}, False),
+    ({"is_blocked_by": "false"}, True),
+    ({"is_blocked_by": False}, True),
+    ({"is_blocked_by": "true", "user_has_blocked": "false"}, False),
+    ({"is_blocked_by": "false", "user_has_blocked": "true"}, False),
+])
+def test_is_blocked_by_is_honoured_like_user_has_blocked(
+    flags: dict[str, Any], answered: bool
+) -> None:
+    body = _tweet_body(created_at="Wed Oct 10 20:19:24 +0000 2018")
+    body.update(flags)
+    delivery = parse_delivery(body)
+    assert bool(delivery.mentions) is answered
+    assert delivery.ignored == ([] if answered else [("tweet_create", "blocked")])
 
 
 # Non-object bodies ----------------------------------------------------------------------
@@ -504,6 +720,18 @@ def test_classify_stale_by_age() -> None:
 def test_classify_future_timestamp_is_accepted() -> None:
     # Clock skew: an event stamped slightly in the future is not stale.
     assert classify(inbound(created_at=NOW + 5), policy(), NOW) == "accept"
+
+
+def test_classify_refuses_a_time_too_far_ahead() -> None:
+    # Else "now + a year" would pass the age check for a year (issue 15).
+    default = policy()
+    skew = default.max_future_skew_seconds
+    assert classify(inbound(created_at=NOW + skew), default, NOW) == "accept"  # inclusive
+    assert classify(inbound(created_at=NOW + skew + 1), default, NOW) == "future"
+    assert classify(inbound(created_at=NOW + 365 * 86_400), default, NOW) == "future"
+    strict = WebhookPolicy(consumer_secret="s", bot_user_id=BOT, max_event_age_seconds=3600,
+                           max_body_bytes=1 << 20, max_future_skew_seconds=0)
+    assert classify(inbound(created_at=NOW + 0.5), strict, NOW) == "future"
 
 
 def test_parse_then_classify_end_to_end() -> None:
@@ -631,7 +859,7 @@ def _check(delivery: Delivery) -> None:
         assert isinstance(dm.created_at, float)
     for kind, fate in delivery.ignored:
         assert isinstance(kind, str)
-        assert fate in {"ignored", "malformed"}
+        assert fate in {"ignored", "malformed", "retweet", "blocked", "not_a_mention"}
 
 
 @given(body=json_like)

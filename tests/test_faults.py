@@ -237,7 +237,7 @@ def test_webhook_stays_fast_while_x_is_down(rig: Rig) -> None:
     latencies = []
     count, spread = 300, 18.0  # over most of the outage, while the backlog grows
     for i in range(count):
-        body, signature = signed_dm(f"outage-{i}", str(870000 + i))
+        body, signature = signed_dm(str(870_000_000 + i), str(870000 + i))
         began = time.perf_counter()
         conn.request("POST", WEBHOOK_PATH, body=body, headers={
             "Content-Type": "application/json", "x-twitter-webhooks-signature": signature})

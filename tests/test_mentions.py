@@ -86,11 +86,12 @@ def test_a_malformed_tweet_does_not_lose_the_good_one() -> None:
 
 def test_activity_api_post_mention_create() -> None:
     body = {"data": {
-        "event_uuid": "u-1", "filter": {"user_id": BOT}, "event_type": "post.mention.create",
+        "event_uuid": "-1", "filter": {"user_id": BOT}, "event_type": "post.mention.create",
         "tag": "catbot",
-        "payload": {"data": {"id": "90", "text": "@catbot tell me something",
-                             "author_id": "42", "created_at": "2026-11-29T07:00:00.000Z"},
-                    "includes": {"users": [{"id": "42", "username": "friend"}]}},
+        # x-api/activity/event-payloads: the payload IS the post, includes beside it.
+        "payload": {"id": "90", "text": "@catbot tell me something",
+                    "author_id": "42", "created_at": "2026-11-29T07:00:00.000Z"},
+        "includes": {"users": [{"id": "42", "username": "friend"}]},
     }}
     [mention] = parse_delivery(body).mentions
     assert (mention.event_id, mention.tweet_id, mention.sender_id, mention.kind) == (

@@ -1,20 +1,29 @@
-"""Parsing X's delivery bodies into direct messages, mentions and counted-but-ignored events.
+"""Parsing X's delivery bodies into direct messages, posts to answer and ignored events.
 
 Two envelopes arrive at the same URL whatever flavour the bot manages:
-- Account Activity (v2 and v1.1): `{"for_user_id": ..., "direct_message_events": [...], ...}`;
-- X Activity API: `{"data": {"event_type": "dm.received", "filter": {"user_id": ...},
-  "payload": {"direct_message_events": [...]}}}`.
+- Account Activity (v2 and v1.1): `{"for_user_id": ..., "direct_message_events": [...], ...}`
+  (docs.x.com/x-api/account-activity/introduction);
+- X Activity API: `{"data": {"event_uuid", "event_type": "dm.received", "filter": {"user_id"},
+  "payload": {...}, "includes": {...}}}` (docs.x.com/x-api/activity/event-payloads).
 Anything else that is a JSON object is acknowledged and ignored: answering an unknown kind
-with an error would only make X retry it.
+with an error would only make X retry it. Every payload example X documents for these events
+is in tests/fixtures/x/ with its expected outcome.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from catbot.models import InboundDM
 
@@ -32,6 +41,7 @@ _ACCOUNT_ACTIVITY_KINDS = {
     "user_event": "user_event",
     "replay_job_status": "replay_job_status",
 }
+# The X Activity API's event types (x-api/activity/introduction and event-payloads).
 _ACTIVITY_KINDS = {
     "dm.received": "direct_message",
     "dm.sent": "direct_message",
@@ -39,12 +49,65 @@ _ACTIVITY_KINDS = {
     "dm.indicate_typing": "typing",
     "chat.received": "chat",
     "chat.sent": "chat",
+    "chat.conversation_join": "chat",
+    # A reply to one of the bot's posts is a post addressed to the bot, as a mention is:
+    # both are answered in public, counted under one label, deduplicated by post id (X
+    # sends both types for a reply that also names the bot).
     "post.mention.create": "mention",
+    "post.reply.create": "mention",
+    # A quote is the quoter's comment to their own followers, not a question to the bot;
+    # a quote that names the bot also arrives as post.mention.create and is answered there.
+    "post.quote.create": "quote",
+    "post.repost.create": "repost",
+    "post.create": "post",
+    "post.delete": "post_delete",
+    "like.create": "like",
+    "follow.follow": "follow",
+    "follow.unfollow": "follow",
+    "mute.mute": "mute",
+    "mute.unmute": "mute",
+    "block.block": "block",
+    "block.unblock": "block",
+    "spaces.start": "spaces",
+    "spaces.end": "spaces",
+    "news.new": "news",
+    "oauth.revoke": "oauth_revoke",
 }
+# profile.update.bio, profile.update.handle, ...: one label for the whole family.
+_PROFILE_PREFIX = "profile.update."
+
+# X's ids are decimal strings of a 64-bit integer (docs.x.com/resources/fundamentals/x-ids);
+# anything else is not from X and must not reach the store as a dedupe key.
+_ID_PATTERN = r"^[0-9]{1,19}$"
+
+# v1.1 objects' `created_at`: "Wed Oct 10 20:19:24 +0000 2018" (the Account Activity
+# long-post example). strptime's %a/%b read English names while LC_TIME stays "C", which
+# Python leaves alone unless a program calls setlocale.
+_V1_TIME_FORMAT = "%a %b %d %H:%M:%S %z %Y"
 
 
 class MalformedBody(ValueError):
     """The body is JSON but not an object: no envelope can be read from it."""
+
+
+def _epoch_seconds(value: Any) -> float:
+    """X's time stamps as epoch seconds: v1.1's "Wed Oct 10 20:19:24 +0000 2018" or ISO 8601
+    ("2026-07-24T21:23:23.000Z", v2 and the X Activity API). Anything else is refused (a
+    ValueError becomes pydantic's validation error), a time without a zone too: its instant
+    is unknown."""
+    if not isinstance(value, str):
+        raise ValueError("X sends times as text")
+    try:
+        moment = datetime.strptime(value, _V1_TIME_FORMAT)
+    except ValueError:
+        moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError("a time without a zone")
+    return moment.timestamp()
+
+
+XTime = Annotated[float, BeforeValidator(_epoch_seconds), Field(ge=0, le=10**12)]
+XId = Annotated[str, Field(pattern=_ID_PATTERN)]
 
 
 class _Model(BaseModel):
@@ -56,24 +119,24 @@ class _MessageData(_Model):
 
 
 class _Target(_Model):
-    recipient_id: str = Field(pattern=r"^[0-9]{1,19}$")
+    recipient_id: XId
 
 
 class _MessageCreate(_Model):
-    sender_id: str = Field(pattern=r"^[0-9]{1,19}$")
+    sender_id: XId
     target: _Target
     message_data: _MessageData = _MessageData()
 
 
 class _DMEvent(_Model):
     type: str
-    id: str = Field(min_length=1, max_length=64)
+    id: XId
     created_timestamp: int = Field(ge=0, le=10**15)
     message_create: _MessageCreate
 
 
 class _UserRef(_Model):
-    id_str: str = Field(pattern=r"^[0-9]{1,19}$")
+    id_str: XId
 
 
 class _Mentioned(_Model):
@@ -84,24 +147,81 @@ class _TweetEntities(_Model):
     user_mentions: list[_Mentioned] = []
 
 
+class _ExtendedTweet(_Model):
+    """A long post's whole text and its entities, past the 140 characters of `text`
+    (x-api/account-activity/introduction, "Support for Longform Posts")."""
+
+    full_text: str = ""
+    entities: _TweetEntities = _TweetEntities()
+
+
 class _Tweet(_Model):
     """A v1.1 tweet object from `tweet_create_events`."""
 
-    id_str: str = Field(pattern=r"^[0-9]{1,19}$")
+    id_str: XId
     text: str = ""
     user: _UserRef
     timestamp_ms: int | None = Field(default=None, ge=0, le=10**15)
+    # Read only without timestamp_ms: X's long-post example carries created_at alone.
+    created_at: XTime | None = None
     entities: _TweetEntities = _TweetEntities()
+    extended_tweet: _ExtendedTweet | None = None
     retweeted_status: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _has_a_time(self) -> _Tweet:
+        if self.timestamp_ms is None and self.created_at is None:
+            raise ValueError("neither timestamp_ms nor created_at")
+        return self
+
+    @property
+    def created(self) -> float:
+        if self.timestamp_ms is not None:
+            return self.timestamp_ms / 1000.0
+        assert self.created_at is not None  # _has_a_time
+        return self.created_at
+
+    @property
+    def full_text(self) -> str:
+        if self.extended_tweet is not None and self.extended_tweet.full_text:
+            return self.extended_tweet.full_text
+        return self.text
+
+    @property
+    def mentioned(self) -> set[str]:
+        ids = {m.id_str for m in self.entities.user_mentions}
+        if self.extended_tweet is not None:
+            ids.update(m.id_str for m in self.extended_tweet.entities.user_mentions)
+        return ids
+
+
+class _NoteTweet(_Model):
+    text: str = ""
+
+
+class _ReferencedTweet(_Model):
+    type: str = ""
 
 
 class _Post(_Model):
-    """A v2 post object, the X Activity API's `post.mention.create` payload."""
+    """A v2 post: the `payload` itself of the X Activity API's post.* events (`includes`,
+    the expanded users and posts, sits beside `payload` in `data` and is not needed)."""
 
-    id: str = Field(pattern=r"^[0-9]{1,19}$")
+    id: XId
     text: str = ""
-    author_id: str = Field(pattern=r"^[0-9]{1,19}$")
-    created_at: datetime | None = None
+    author_id: XId
+    # Required: without it the age check could not run (every documented post has one).
+    created_at: XTime
+    # v2's long posts keep their whole text here (the Post object's `note_tweet` field;
+    # the X Activity API pages show no long-post example).
+    note_tweet: _NoteTweet | None = None
+    referenced_tweets: list[_ReferencedTweet] = []
+
+    @property
+    def full_text(self) -> str:
+        if self.note_tweet is not None and self.note_tweet.text:
+            return self.note_tweet.text
+        return self.text
 
 
 @dataclass
@@ -109,7 +229,8 @@ class Delivery:
     envelope: str  # "account_activity", "activity" or "unknown"
     for_user_id: str | None
     direct_messages: list[InboundDM] = field(default_factory=list)
-    # Posts mentioning the bot (kind "mention"), answerable with a public reply.
+    # Posts addressed to the bot (mentions, replies to its posts; kind "mention"),
+    # answerable with a public reply.
     mentions: list[InboundDM] = field(default_factory=list)
     # (kind, fate) pairs for everything that is not an answerable DM, for metrics.
     ignored: list[tuple[str, str]] = field(default_factory=list)
@@ -134,7 +255,11 @@ def _parse_account_activity(body: dict[str, Any]) -> Delivery:
         if key == "direct_message_events":
             _parse_dm_events(value, for_user_id, delivery)
         elif key == "tweet_create_events":
-            _parse_tweets(value, for_user_id, _truthy(body.get("user_has_blocked")), delivery)
+            # Both name a mention by an author the bot has blocked (the data-object table of
+            # x-api/account-activity/introduction names is_blocked_by; older pages and the
+            # @mentions example show user_has_blocked).
+            blocked = _truthy(body.get("user_has_blocked")) or _truthy(body.get("is_blocked_by"))
+            _parse_tweets(value, for_user_id, blocked, delivery)
         elif key in _ACCOUNT_ACTIVITY_KINDS:
             delivery.ignored.extend(
                 (_ACCOUNT_ACTIVITY_KINDS[key], "ignored") for _ in _as_list(value)
@@ -145,16 +270,19 @@ def _parse_account_activity(body: dict[str, Any]) -> Delivery:
 
 
 def _parse_activity(data: dict[str, Any]) -> Delivery:
+    # `event_uuid` is X's id of the delivery, not of the event (a decimal 64-bit value that
+    # may be negative): dedupe uses the DM's or the post's own id, so it is not read.
     event_type = str(data["event_type"])
     filt = data.get("filter")
     for_user_id = _user_id(filt.get("user_id")) if isinstance(filt, dict) else None
     delivery = Delivery("activity", for_user_id)
-    kind = _ACTIVITY_KINDS.get(event_type, "unknown")
+    kind = _ACTIVITY_KINDS.get(event_type) or (
+        "profile" if event_type.startswith(_PROFILE_PREFIX) else "unknown")
     payload = data.get("payload")
     if kind == "direct_message" and isinstance(payload, dict):
         _parse_dm_events(payload.get("direct_message_events"), for_user_id, delivery)
-    elif kind == "mention" and isinstance(payload, dict):
-        _parse_post(payload.get("data"), for_user_id, delivery)
+    elif kind == "mention":
+        _parse_post(payload, for_user_id, delivery)
     else:
         delivery.ignored.append((kind, "ignored"))
     return delivery
@@ -192,14 +320,13 @@ def _parse_tweets(
         except ValidationError:
             delivery.ignored.append(("tweet_create", "malformed"))
             continue
-        mentioned = {m.id_str for m in tweet.entities.user_mentions}
         if tweet.retweeted_status is not None:
             fate = "retweet"
         elif blocked:
-            # X says the author blocked the bot: a reply would be unwelcome (and refused).
+            # X says the bot blocked the author: a reply would be unwelcome.
             fate = "blocked"
         elif for_user_id is None or (
-            for_user_id not in mentioned and tweet.user.id_str != for_user_id
+            for_user_id not in tweet.mentioned and tweet.user.id_str != for_user_id
         ):
             fate = "not_a_mention"
         else:
@@ -207,9 +334,8 @@ def _parse_tweets(
         if fate or for_user_id is None:
             delivery.ignored.append(("tweet_create", fate))
             continue
-        created = (tweet.timestamp_ms or 0) / 1000.0
-        delivery.mentions.append(_mention(tweet.id_str, tweet.user.id_str, tweet.text,
-                                          created, for_user_id))
+        delivery.mentions.append(_mention(tweet.id_str, tweet.user.id_str, tweet.full_text,
+                                          tweet.created, for_user_id))
 
 
 def _parse_post(value: Any, for_user_id: str | None, delivery: Delivery) -> None:
@@ -218,12 +344,15 @@ def _parse_post(value: Any, for_user_id: str | None, delivery: Delivery) -> None
     except ValidationError:
         delivery.ignored.append(("mention", "malformed"))
         return
+    if any(ref.type == "retweeted" for ref in post.referenced_tweets):
+        # A repost repeats someone else's words: nobody asked the bot anything.
+        delivery.ignored.append(("mention", "retweet"))
+        return
     if for_user_id is None:
         delivery.ignored.append(("mention", "not_a_mention"))
         return
-    created = post.created_at.timestamp() if post.created_at else 0.0
-    delivery.mentions.append(_mention(post.id, post.author_id, post.text, created,
-                                      for_user_id))
+    delivery.mentions.append(_mention(post.id, post.author_id, post.full_text,
+                                      post.created_at, for_user_id))
 
 
 def _mention(

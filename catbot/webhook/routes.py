@@ -44,6 +44,9 @@ class WebhookPolicy:
     store_timeout_seconds: float = 5.0
     reply_to_mentions: bool = False
     body_timeout_seconds: float = 10.0
+    # How far ahead of our clock an event's time may be: a time past it cannot be checked
+    # for age (a stored "now + 1 year" would stay fresh all year), so it is refused.
+    max_future_skew_seconds: float = 300.0
 
 
 # Metric label of each kind of answerable event.
@@ -62,6 +65,8 @@ def classify(dm: InboundDM, policy: WebhookPolicy, now: float) -> str:
         return "not_for_us"
     if now - dm.created_at > policy.max_event_age_seconds:
         return "stale"
+    if dm.created_at - now > policy.max_future_skew_seconds:
+        return "future"
     return "accept"
 
 

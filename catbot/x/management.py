@@ -245,8 +245,12 @@ class ActivityApi(AccountActivityV2):
                     raise
 
     async def is_subscribed(self, webhook_id: str) -> bool:
+        return not await self.missing_event_types(webhook_id)
+
+    async def missing_event_types(self, webhook_id: str) -> list[str]:
+        """The answered event types the bot account has no subscription for."""
         have = {(s.event_type, s.user_id) for s in await self.list_subscriptions(webhook_id)}
-        return all((t, self.bot_user_id) in have for t in self.event_types)
+        return [t for t in self.event_types if (t, self.bot_user_id) not in have]
 
     async def list_subscriptions(self, webhook_id: str) -> list[Subscription]:
         return [s for s in await self._all_subscriptions() if s.webhook_id == webhook_id]
@@ -337,18 +341,25 @@ def management_for(
     bot_user_id: str | None = None,
 ) -> WebhookManager:
     """The manager for the configured flavour. `bot_user_id` defaults to the access token's
-    prefix; the X Activity API subscribes the events the bot answers (DMs, and mentions when
-    CATBOT_REPLY_TO_MENTIONS is on)."""
+    prefix; the X Activity API subscribes the events the bot answers (`answered_event_types`)."""
     api = _Api(credentials, session, settings.x_api_base)
     if settings.x_api == "v1.1":
         if not settings.x_env_name:
             raise ValueError("the v1.1 API needs an environment label (CATBOT_X_ENV_NAME)")
         return PremiumV1(api, settings.x_env_name)
     if settings.x_api == "activity":
-        events = ("dm.received", "post.mention.create") if settings.reply_to_mentions else (
-            "dm.received",)
-        return ActivityApi(api, bot_user_id or settings.bot_user_id or "", events)
+        return ActivityApi(api, bot_user_id or settings.bot_user_id or "",
+                           answered_event_types(settings))
     return AccountActivityV2(api)
+
+
+def answered_event_types(settings: Settings) -> tuple[str, ...]:
+    """The X Activity API event types the bot answers, so the ones it subscribes to. A reply
+    to one of the bot's posts comes as post.reply.create, not as a mention
+    (docs.x.com/x-api/activity/event-payloads); quotes and reposts are not answered."""
+    if settings.reply_to_mentions:
+        return ("dm.received", "post.mention.create", "post.reply.create")
+    return ("dm.received",)
 
 
 def _seg(value: str) -> str:
