@@ -356,6 +356,7 @@ async def test_tweepy_v2_dm_is_recorded_and_echoed_to_the_webhook(
         "text": "hi",
         "created_timestamp": sent["created_timestamp"],
         "direction": "out",
+        "channel": "dm",
     }
     await receiver.wait_posts(1)
     headers, body = receiver.posts[-1]

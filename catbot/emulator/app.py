@@ -25,6 +25,7 @@ from catbot.emulator import (
     management_v1,
     management_v2,
     tweets_api,
+    xchat_api,
 )
 from catbot.emulator.config import EmulatorConfig
 from catbot.emulator.delivery import Deliverer
@@ -124,6 +125,7 @@ def build_app(config: EmulatorConfig) -> web.Application:
     auth_routes.add_routes(app)
     control.add_routes(app)
     chat.add_routes(app)
+    xchat_api.add_routes(app)
     app.cleanup_ctx.append(_lifecycle)
     return app
 

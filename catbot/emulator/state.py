@@ -20,6 +20,9 @@ from catbot.emulator.faults import FAULT_DEFAULT_RESET_IN, Faults
 __all__ = ["FAULT_DEFAULT_RESET_IN", "Faults"]
 
 Direction = Literal["in", "out"]
+# "dm": a legacy DM; "xchat": an end-to-end encrypted X Chat message, its text as the
+# recipient's app shows it once decrypted.
+Channel = Literal["dm", "xchat"]
 # Account Activity subscriptions get every event of the user; X Activity API subscriptions
 # name one event type each (e.g. "dm.received").
 SubscriptionKind = Literal["account_activity", "activity"]
@@ -76,6 +79,7 @@ class Message:
     direction: Direction
     source_app_id: str | None = None
     media_ids: tuple[str, ...] = ()
+    channel: Channel = "dm"
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -85,6 +89,7 @@ class Message:
             "text": self.text,
             "created_timestamp": self.created_timestamp,
             "direction": self.direction,
+            "channel": self.channel,
         }
         if self.media_ids:
             data["media_ids"] = list(self.media_ids)
@@ -384,9 +389,13 @@ class EmulatorState:
         created_timestamp: str | None = None,
         source_app_id: str | None = None,
         media_ids: tuple[str, ...] = (),
+        channel: Channel = "dm",
+        message_id: str | None = None,
     ) -> Message:
+        """`message_id`: an id the sender chose (X Chat clients make their own); else a new
+        snowflake."""
         message = Message(
-            id=self.ids.next(),
+            id=message_id or self.ids.next(),
             sender_id=sender_id,
             recipient_id=recipient_id,
             text=text,
@@ -394,6 +403,7 @@ class EmulatorState:
             direction=direction,
             source_app_id=source_app_id,
             media_ids=media_ids,
+            channel=channel,
         )
         self.messages.append(message)
         self.notify("message", message.to_json())

@@ -1,0 +1,925 @@
+"""X Chat as X plays it: the key directory, conversation keys, encrypted sends, `chat.*`
+deliveries, and the control route that makes an emulated user write to the bot.
+
+X routes (OAuth 1.0a user context checked like every other X route here; OpenAPI security
+for all of them: OAuth2UserToken or UserToken, the GETs of public keys also the app's bearer):
+- `POST /2/users/{id}/public_keys` `{"public_key": {...}, "version", "generate_version"?}`
+  → 200 `{"data": {"public_key_version", "juicebox_config"}}` (x-api/chat/add-public-key).
+- `GET /2/users/{id}/public_keys` → 200 `{"data": [PublicKey, ...]}` newest first
+  (x-api/chat/get-user-public-keys); `GET /2/users/public_keys?ids=` → the same rows for
+  several users (x-api/users/get-public-keys-for-multiple-users).
+- `POST /2/chat/conversations/{id}/keys` → 200 `{"data": {"conversation_id", "sequence_id"}}`
+  (x-api/chat/add-conversation-keys, OpenAPI `AddConversationKeysRequest`/`...ResponseData`).
+- `GET /2/chat/conversations/{id}/events?max_results=&pagination_token=` → 200
+  `{"data": [ChatMessageEvent], "meta": {"result_count", "has_more", "next_token"?,
+  "conversation_key_events": [...]}}` (x-api/chat/get-chat-conversation-events, OpenAPI
+  `GetChatConversationEventsResponse`, `ChatMessageEvent`).
+- `POST /2/chat/conversations/{id}/messages` `{"message_id", "encoded_message_create_event",
+  "encoded_message_event_signature", "conversation_token"?}` → 201 `{"data":
+  {"encoded_message_event"}}` (x-api/chat/send-chat-message; 201 per its OpenAPI operation).
+
+Control route (not X): `POST /_emulator/xchat` `{"sender_id", "text", "sender_name"?,
+"created_timestamp"?}` → `{"event_id", "conversation_id", "sequence_id", "deliveries"}`, like
+`/_emulator/dm`; 409 while the bot has no registered X Chat key.
+
+Refusals are X's v2 problems. Which status X gives a bad signature is not documented:
+xchat/troubleshooting says malformed action signatures get "an HTTP 400 problem-details
+response", so every signature or payload failure here is 400 `invalid-request` with a reason
+name in front (the names are X's SDK failure types: chat-xdk thrift/event.rs `FailureType`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from aiohttp import web
+
+from catbot.emulator import errors
+from catbot.emulator.access import authenticate
+from catbot.emulator.api_common import RATE_HEADERS, Refusal, invalid_request, json_object
+from catbot.emulator.config import USER_ID_RE
+from catbot.emulator.control import PREFIX, ControlError, parse_incoming
+from catbot.emulator.delivery import DeliveryOutcome
+from catbot.emulator.errors import Style
+from catbot.emulator.payloads import encode
+from catbot.emulator.runtime import RUNTIME, Runtime
+from catbot.emulator.state import SignedBody, iso_timestamp, now_ms
+from catbot.emulator.xchat_events import (
+    SIGNATURE_VERSION,
+    EventSignature,
+    KeyChange,
+    MessageCreate,
+    MessageEvent,
+    ThriftError,
+    b64decode,
+    b64encode_unpadded,
+    conversation_from_path,
+    conversation_id,
+    message_detail,
+    message_signature_payload,
+)
+from catbot.emulator.xchat_identity import (
+    REGISTRATION_FIELDS,
+    REQUIRED_FIELDS,
+    Friend,
+    KeyDirectory,
+    PublicKeyRecord,
+    WriteLimitReached,
+    key_binding_holds,
+    new_friend,
+    record_from_registration,
+    signing_entries,
+    verify_signature,
+)
+from catbot.signing import sign_body
+
+log = logging.getLogger("catbot.emulator.xchat")
+
+V2 = Style.V2
+USER_PUBLIC_KEYS = "/2/users/{user_id}/public_keys"
+USERS_PUBLIC_KEYS = "/2/users/public_keys"
+CONVERSATION_KEYS = "/2/chat/conversations/{conversation}/keys"
+CONVERSATION_EVENTS = "/2/chat/conversations/{conversation}/events"
+CONVERSATION_MESSAGES = "/2/chat/conversations/{conversation}/messages"
+
+MAX_IDS: Final = 100  # OpenAPI: the multi-user lookups take at most 100 ids
+MAX_EVENTS: Final = 100  # get-chat-conversation-events: max_results 1..100, default 10
+DEFAULT_EVENTS: Final = 10
+
+EventKind = Literal["message", "key_change"]
+
+
+# --- state -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatEvent:
+    event: MessageEvent
+    encoded: str  # base64, as every route and delivery hands it out
+    kind: EventKind
+    conversation_key_version: str
+    signing_public_key: str
+    # A message's encoded_message_create_event exactly as sent: a retry with the same
+    # message id must carry the same bytes to be answered as the original.
+    create_raw: bytes = b""
+
+
+@dataclass
+class Conversation:
+    id: str  # "<min id>:<max id>"
+    members: tuple[str, str]
+    events: list[ChatEvent] = field(default_factory=list)
+    key_version: str | None = None
+    # Whose public key version the current conversation key was wrapped to.
+    key_recipients: dict[str, str] = field(default_factory=dict)
+
+    def latest_key_change(self) -> ChatEvent | None:
+        return next((e for e in reversed(self.events) if e.kind == "key_change"), None)
+
+    def message(self, message_id: str) -> ChatEvent | None:
+        return next(
+            (e for e in self.events if e.kind == "message" and e.event.message_id == message_id),
+            None,
+        )
+
+
+@dataclass
+class XChatState:
+    directory: KeyDirectory = field(default_factory=KeyDirectory)
+    friends: dict[str, Friend] = field(default_factory=dict)
+    conversations: dict[str, Conversation] = field(default_factory=dict)
+    # Keys `conversation_token`s: opaque to clients, checked when one is sent back.
+    token_secret: bytes = field(default_factory=lambda: os.urandom(32))
+
+    def friend(self, user_id: str) -> Friend:
+        friend = self.friends.get(user_id)
+        if friend is None:
+            friend = new_friend(user_id, self.directory)
+            self.friends[user_id] = friend
+        return friend
+
+    def conversation(self, a: str, b: str) -> Conversation:
+        cid = conversation_id(a, b)
+        conv = self.conversations.get(cid)
+        if conv is None:
+            low, high = cid.split(":")
+            conv = Conversation(cid, (low, high))
+            self.conversations[cid] = conv
+        return conv
+
+    def on_change(self, topic: str, data: dict[str, Any]) -> None:
+        """`/_emulator/reset` refills budgets: the key-write allowance is one. Keys and
+        conversation keys stay, as registrations and webhooks do."""
+        if topic == "reset":
+            self.directory.forget_writes()
+
+
+XCHAT = web.AppKey("catbot_emulator_xchat", XChatState)
+
+
+def _state(request: web.Request) -> tuple[Runtime, XChatState]:
+    return request.app[RUNTIME], request.app[XCHAT]
+
+
+# --- conversation tokens ---------------------------------------------------------------
+
+
+def _b64url(data: bytes) -> str:
+    return b64encode_unpadded(data).replace("+", "-").replace("/", "_")
+
+
+def conversation_token(xs: XChatState, conversation: str, user_id: str) -> str:
+    """X's `conversation_token` is an opaque JWT (event-payloads: "eyJhbGciOiJIUzI1NiJ9.
+    eyJyZXF1ZXN0aW5nVXN…"); this one has the same HS256 form, keyed by an emulator secret."""
+    header = _b64url(b'{"alg":"HS256"}')
+    claims = json.dumps(
+        {"requestingUserId": user_id, "conversationId": conversation}, separators=(",", ":")
+    )
+    body = _b64url(claims.encode())
+    mac = hmac.new(xs.token_secret, f"{header}.{body}".encode(), hashlib.sha256).digest()
+    return f"{header}.{body}.{_b64url(mac)}"
+
+
+# --- refusals --------------------------------------------------------------------------
+
+
+def _invalid(reason: str, message: str) -> Refusal:
+    return invalid_request(f"{reason}: {message}")
+
+
+def _not_found(message: str) -> Refusal:
+    return Refusal(404, errors.problem(404, "resource-not-found", "Not Found Error", message))
+
+
+def _forbidden(message: str) -> Refusal:
+    return Refusal(403, errors.problem(403, "client-forbidden", "Forbidden", message))
+
+
+def _string(data: Mapping[str, Any], name: str, where: str = "body") -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value:
+        raise invalid_request(f"{where}: `{name}` is required and must be a non-empty string")
+    return value
+
+
+def _reject_unknown(data: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise invalid_request(f"{where}: unknown field(s) {', '.join(unknown)}")
+
+
+def _decode(text: str, name: str) -> bytes:
+    try:
+        return b64decode(text)
+    except ThriftError:
+        raise invalid_request(f"`{name}` is not base64") from None
+
+
+# --- public keys -----------------------------------------------------------------------
+
+
+_REGISTRATION_BODY: Final = ("public_key", "version", "generate_version")
+
+
+def _parse_registration(data: dict[str, Any]) -> tuple[dict[str, Any], str, bool]:
+    _reject_unknown(data, _REGISTRATION_BODY, "body")
+    keys = data.get("public_key")
+    if not isinstance(keys, dict):
+        raise invalid_request("body: `public_key` is required and must be an object")
+    _reject_unknown(keys, REGISTRATION_FIELDS, "public_key")
+    for name in REQUIRED_FIELDS:
+        _string(keys, name, "public_key")
+    for name in REGISTRATION_FIELDS:
+        if keys.get(name) is not None and not isinstance(keys[name], str):
+            raise invalid_request(f"public_key: `{name}` must be a string")
+    version = data.get("version")
+    if not isinstance(version, str) or not version.isdigit():
+        raise invalid_request("body: `version` is required and must be a digit string")
+    generate = data.get("generate_version", False)
+    if not isinstance(generate, bool):
+        raise invalid_request("body: `generate_version` must be a boolean")
+    return keys, version, generate
+
+
+async def post_public_keys(request: web.Request) -> web.Response:
+    await authenticate(request, V2, user=True)
+    runtime, xs = _state(request)
+    user_id = request.match_info["user_id"]
+    bot = runtime.state.bot_user_id
+    if user_id != bot:
+        raise _forbidden(f"You can only register public keys for your own account ({bot})")
+    keys, version, generate = _parse_registration(await json_object(request, empty_ok=False))
+    # A record whose binding fails could never be used by anyone: refused at the door.
+    if not key_binding_holds(
+        keys["public_key"], keys["signing_public_key"], keys["identity_public_key_signature"]
+    ):
+        raise _invalid(
+            "InvalidKeyBinding",
+            "identity_public_key_signature does not bind signing_public_key to public_key",
+        )
+    now = time.time()
+    try:
+        remaining, reset_at = xs.directory.spend_write(user_id, now)
+    except WriteLimitReached as exc:
+        request[RATE_HEADERS] = _write_headers(exc.limit, 0, exc.reset_at)
+        detail = f"Too many public key registrations: {exc.limit} per 24 hours for user {user_id}"
+        raise Refusal(
+            429, errors.problem(429, "rate-limit-exceeded", "Too Many Requests", detail)
+        ) from None
+    request[RATE_HEADERS] = _write_headers(xs.directory.writes_per_day, remaining, reset_at)
+    assigned = xs.directory.new_version() if generate else version
+    record = xs.directory.register(record_from_registration(user_id, assigned, keys))
+    log.info("X Chat public key registered user=%s version=%s", user_id, record.version)
+    return web.json_response(
+        {
+            "data": {
+                "public_key_version": record.version,
+                # Juicebox PIN backup realms: none here (a network service; bots keep an
+                # exported key blob instead: xchat/cryptography-primer, last note).
+                "juicebox_config": {"realms": [], "register_threshold": 0, "recover_threshold": 0},
+            }
+        }
+    )
+
+
+def _write_headers(limit: int, remaining: int, reset_at: float) -> dict[str, str]:
+    return {
+        "x-rate-limit-limit": str(limit),
+        "x-rate-limit-remaining": str(remaining),
+        "x-rate-limit-reset": str(int(reset_at) + 1),
+    }
+
+
+def _rows_for(runtime: Runtime, xs: XChatState, user_id: str) -> list[dict[str, Any]]:
+    # Every emulated user has X Chat; the bot has only what it registered.
+    if user_id != runtime.state.bot_user_id:
+        xs.friend(user_id)
+    return xs.directory.rows(user_id)
+
+
+async def get_public_keys(request: web.Request) -> web.Response:
+    await authenticate(request, V2, user=True, app=True)
+    runtime, xs = _state(request)
+    user_id = request.match_info["user_id"]
+    if not USER_ID_RE.match(user_id):
+        raise invalid_request(f"The `id` {user_id!r} is not a user id")
+    rows = _rows_for(runtime, xs, user_id)
+    # v2 leaves `data` out when there is nothing to list.
+    return web.json_response({"data": rows} if rows else {})
+
+
+async def get_users_public_keys(request: web.Request) -> web.Response:
+    await authenticate(request, V2, user=True, app=True)
+    runtime, xs = _state(request)
+    raw = request.query.get("ids", "")
+    ids = [i for i in raw.split(",") if i]
+    if not ids or len(ids) > MAX_IDS or not all(USER_ID_RE.match(i) for i in ids):
+        raise invalid_request(f"`ids` must be 1 to {MAX_IDS} comma-separated user ids")
+    rows: list[dict[str, Any]] = []
+    missing: list[dict[str, Any]] = []
+    for user_id in dict.fromkeys(ids):
+        found = _rows_for(runtime, xs, user_id)
+        rows.extend(found)
+        if not found:
+            # X's partial-failure entry for a lookup that found nothing for one id.
+            missing.append(
+                {
+                    "value": user_id,
+                    "detail": f"Could not find public keys for user with id: [{user_id}].",
+                    "title": "Not Found Error",
+                    "resource_type": "user",
+                    "parameter": "ids",
+                    "resource_id": user_id,
+                    "type": errors.X_PROBLEMS + "resource-not-found",
+                }
+            )
+    body: dict[str, Any] = {}
+    if rows:
+        body["data"] = rows
+    if missing:
+        body["errors"] = missing
+    return web.json_response(body)
+
+
+# --- conversations ---------------------------------------------------------------------
+
+
+def _conversation_for(request: web.Request, runtime: Runtime, xs: XChatState) -> Conversation:
+    path_id = request.match_info["conversation"]
+    bot = runtime.state.bot_user_id
+    cid = conversation_from_path(path_id, bot)
+    if cid is None:
+        raise invalid_request(
+            f"The conversation id {path_id!r} names no 1:1 conversation of user {bot} "
+            "(give the other user's id or `<id>-<id>`)"
+        )
+    low, high = cid.split(":")
+    return xs.conversation(low, high)
+
+
+def _other(conv: Conversation, user_id: str) -> str:
+    return conv.members[1] if conv.members[0] == user_id else conv.members[0]
+
+
+def _add_key_change(
+    runtime: Runtime,
+    conv: Conversation,
+    *,
+    sender: PublicKeyRecord,
+    message_id: str,
+    change: KeyChange,
+    signature: EventSignature,
+) -> ChatEvent:
+    event = MessageEvent(
+        sequence_id=runtime.state.ids.next(),
+        message_id=message_id,
+        sender_id=sender.user_id,
+        conversation_id=conv.id,
+        created_at_msec=str(now_ms()),
+        detail=change.union,
+        signature=signature,
+    )
+    stored = ChatEvent(
+        event,
+        event.to_base64(),
+        "key_change",
+        change.conversation_key_version,
+        sender.signing_public_key,
+    )
+    conv.events.append(stored)
+    conv.key_version = change.conversation_key_version
+    conv.key_recipients = {user: version for user, _key, version in change.participants}
+    return stored
+
+
+def _friend_sets_key(
+    runtime: Runtime, conv: Conversation, friend: Friend, bot: PublicKeyRecord
+) -> ChatEvent:
+    """The friend's app makes a conversation key for it and the bot, as X's client does
+    before its first message to someone (x-api.md: prepare_conversation_key_change)."""
+    prepared = friend.chat.prepare_conversation_key_change(
+        [
+            {
+                "user_id": friend.user_id,
+                "public_key": friend.record.public_key,
+                "key_version": friend.record.version,
+            },
+            {"user_id": bot.user_id, "public_key": bot.public_key, "key_version": bot.version},
+        ],
+        conversation_id=conv.id,
+    )
+    action = prepared["action_signatures"][0]
+    change = KeyChange.decode(b64decode(str(action["encoded_message_event_detail"])))
+    friend.remember_key(
+        conv.id, str(prepared["conversation_key_version"]), bytes(prepared["conversation_key"])
+    )
+    return _add_key_change(
+        runtime,
+        conv,
+        sender=friend.record,
+        message_id=str(action["message_id"]),
+        change=change,
+        signature=EventSignature(
+            str(action["signature"]),
+            str(action["public_key_version"]),
+            str(action["signature_version"]),
+        ),
+    )
+
+
+def _needs_new_key(conv: Conversation, friend: Friend, bot: PublicKeyRecord) -> bool:
+    if conv.key_version is None or friend.key(conv.id, conv.key_version) is None:
+        return True
+    wrapped_to = conv.key_recipients
+    return (
+        wrapped_to.get(bot.user_id) != bot.version
+        or wrapped_to.get(friend.user_id) != friend.record.version
+    )
+
+
+_ACTION_FIELDS: Final = ("message_id", "encoded_message_event_detail", "message_event_signature")
+_KEYS_BODY: Final = (
+    "conversation_key_version",
+    "conversation_participant_keys",
+    "action_signatures",
+    "base64_encoded_key_rotation",
+)
+
+
+def _signature_from(data: Any, where: str) -> EventSignature:
+    if not isinstance(data, dict):
+        raise invalid_request(f"{where}: `message_event_signature` must be an object")
+    values = [_string(data, name, where) for name in ("signature", "public_key_version")]
+    version = _string(data, "signature_version", where)
+    if not (values[1].isdigit() and version.isdigit()):
+        raise invalid_request(f"{where}: key and signature versions must be digit strings")
+    return EventSignature(values[0], values[1], version)
+
+
+async def post_conversation_keys(request: web.Request) -> web.Response:
+    await authenticate(request, V2, user=True)
+    runtime, xs = _state(request)
+    conv = _conversation_for(request, runtime, xs)
+    bot_id = runtime.state.bot_user_id
+    data = await json_object(request, empty_ok=False)
+    _reject_unknown(data, _KEYS_BODY, "body")
+    version = _string(data, "conversation_key_version")
+    if not version.isdigit():
+        raise invalid_request("body: `conversation_key_version` must be a digit string")
+    participants = data.get("conversation_participant_keys")
+    if not isinstance(participants, list) or not participants:
+        raise invalid_request("body: `conversation_participant_keys` must be a non-empty list")
+    wanted = set()
+    for entry in participants:
+        if not isinstance(entry, dict):
+            raise invalid_request("conversation_participant_keys: each entry is an object")
+        wanted.add(
+            tuple(
+                _string(entry, name, "conversation_participant_keys")
+                for name in ("user_id", "encrypted_conversation_key", "public_key_version")
+            )
+        )
+    actions = data.get("action_signatures")
+    # xchat/troubleshooting: a missing or malformed action signature is a 400.
+    if not isinstance(actions, list) or len(actions) != 1 or not isinstance(actions[0], dict):
+        raise invalid_request("body: `action_signatures` must hold the key change's signature")
+    action = actions[0]
+    _reject_unknown(action, (*_ACTION_FIELDS, "signature_payload"), "action_signatures[0]")
+    message_id = _string(action, "message_id", "action_signatures[0]")
+    signature = _signature_from(action.get("message_event_signature"), "action_signatures[0]")
+    detail = _decode(
+        _string(action, "encoded_message_event_detail", "action_signatures[0]"),
+        "encoded_message_event_detail",
+    )
+    try:
+        change = KeyChange.decode(detail)
+    except ThriftError as exc:
+        raise _invalid("EmptyDetail", str(exc)) from None
+    # The server cannot open the key; it checks that what was signed is what was sent
+    # (xchat/cryptography-primer, "Why the server cannot fully verify a key change").
+    if change.conversation_key_version != version or set(change.participants) != wanted:
+        raise _invalid(
+            "InvalidSenderSignature",
+            "the signed key change does not match conversation_key_version and "
+            "conversation_participant_keys",
+        )
+    if {user for user, _key, _v in change.participants} != set(conv.members):
+        raise invalid_request("the conversation key must be wrapped for both participants")
+    if conv.key_version is not None and int(version) <= int(conv.key_version):
+        raise _invalid("NonLatestCkeyVersion", f"the conversation key is at {conv.key_version}")
+    sender = xs.directory.find(bot_id, signature.public_key_version)
+    if sender is None:
+        raise _invalid(
+            "SignatureFailedToVerifyAgainstPublicKey",
+            f"user {bot_id} has no public key version {signature.public_key_version}",
+        )
+    stored = _add_key_change(
+        runtime, conv, sender=sender, message_id=message_id, change=change, signature=signature
+    )
+    _friend_learns_key(xs, conv, stored, sender)
+    log.info("X Chat key change conversation=%s version=%s by the bot", conv.id, version)
+    return web.json_response(
+        {"data": {"conversation_id": conv.id, "sequence_id": stored.event.sequence_id}}
+    )
+
+
+def _friend_learns_key(
+    xs: XChatState, conv: Conversation, stored: ChatEvent, sender: PublicKeyRecord
+) -> None:
+    """The friend's app verifies the bot's key change and keeps the key, or cannot (then the
+    bot's later messages show as unreadable, as they would on the friend's phone)."""
+    friend = xs.friend(_other(conv, sender.user_id))
+    try:
+        result = friend.chat.decrypt_events([stored.encoded], signing_entries([sender]))
+        verified = any(m["event"].get("verified") for m in result.get("messages", []))
+        keys = friend.chat.extract_conversation_keys([stored.encoded]) if verified else {}
+    except ValueError as exc:
+        log.warning("X Chat friend %s cannot use the key change: %s", friend.user_id, exc)
+        return
+    for version, key in dict(keys.get("keys", {})).items():
+        friend.remember_key(conv.id, str(version), bytes(key))
+
+
+def _signature_json(stored: ChatEvent) -> dict[str, str]:
+    sig = stored.event.signature
+    return {
+        "public_key_version": sig.public_key_version,
+        "signature": sig.signature,
+        "signature_version": sig.signature_version,
+        "signing_public_key": stored.signing_public_key,
+    }
+
+
+def _max_results(request: web.Request) -> int:
+    raw = request.query.get("max_results")
+    if raw is None:
+        return DEFAULT_EVENTS
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_EVENTS:
+        raise invalid_request(f"`max_results` must be a number between 1 and {MAX_EVENTS}")
+    return int(raw)
+
+
+async def get_conversation_events(request: web.Request) -> web.Response:
+    await authenticate(request, V2, user=True)
+    runtime, xs = _state(request)
+    conv = _conversation_for(request, runtime, xs)
+    limit = _max_results(request)
+    messages = [e for e in reversed(conv.events) if e.kind == "message"]  # newest first
+    token = request.query.get("pagination_token")
+    if token is not None:
+        # The token is the sequence id of the last event handed out: the page goes on below.
+        if not token.isdigit():
+            raise invalid_request("`pagination_token` is not a token this API issued")
+        messages = [e for e in messages if int(e.event.sequence_id) < int(token)]
+    page, rest = messages[:limit], messages[limit:]
+    bot = runtime.state.bot_user_id
+    data = [
+        {
+            "id": e.event.sequence_id,
+            "conversation_id": conv.id,
+            "sender_id": e.event.sender_id,
+            "created_at": iso_timestamp(int(e.event.created_at_msec) / 1000),
+            "encoded_event": e.encoded,
+            "conversation_token": conversation_token(xs, conv.id, bot),
+            "message_event_signature": _signature_json(e),
+        }
+        for e in page
+    ]
+    meta: dict[str, Any] = {
+        "result_count": len(page),
+        "has_more": bool(rest),
+        # Every key change, oldest first: any page may need any of them to decrypt.
+        "conversation_key_events": [e.encoded for e in conv.events if e.kind == "key_change"],
+    }
+    if rest:
+        meta["next_token"] = page[-1].event.sequence_id
+    body: dict[str, Any] = {"meta": meta}
+    if data:
+        body = {"data": data, **body}
+    return web.json_response(body)
+
+
+# --- sending ---------------------------------------------------------------------------
+
+
+_SEND_BODY: Final = (
+    "message_id",
+    "encoded_message_create_event",
+    "encoded_message_event_signature",
+    "conversation_token",
+)
+
+
+def _check_token(xs: XChatState, conv: Conversation, bot: str, token: Any) -> None:
+    if token is None:
+        return
+    expected = conversation_token(xs, conv.id, bot)
+    if not isinstance(token, str) or not hmac.compare_digest(token, expected):
+        raise invalid_request("`conversation_token` is not this conversation's token")
+
+
+async def post_message(request: web.Request) -> web.Response:
+    await authenticate(request, V2, user=True)
+    runtime, xs = _state(request)
+    conv = _conversation_for(request, runtime, xs)
+    bot = runtime.state.bot_user_id
+    data = await json_object(request, empty_ok=False)
+    _reject_unknown(data, _SEND_BODY, "body")
+    message_id = _string(data, "message_id")
+    if "," in message_id:
+        raise invalid_request("`message_id` must not contain a comma (it is signed as a field)")
+    create_raw = _decode(
+        _string(data, "encoded_message_create_event"), "encoded_message_create_event"
+    )
+    signature_raw = _decode(
+        _string(data, "encoded_message_event_signature"), "encoded_message_event_signature"
+    )
+    _check_token(xs, conv, bot, data.get("conversation_token"))
+
+    previous = conv.message(message_id)
+    if previous is not None:
+        # xchat/troubleshooting: "On retries, reuse the same encrypted payload so the id is
+        # never minted twice": a retry of a stored send gets the stored event back.
+        if previous.create_raw != create_raw or previous.event.sender_id != bot:
+            raise _invalid("DuplicateMessageId", f"message {message_id} was sent already")
+        return _sent(previous)
+
+    try:
+        create = MessageCreate.decode(create_raw)
+        signature = EventSignature.decode(signature_raw)
+    except ThriftError as exc:
+        raise _invalid("EmptyDetail", str(exc)) from None
+    _verify_message(xs, conv, bot, message_id, create, signature)
+    sender = xs.directory.find(bot, signature.public_key_version)
+    assert sender is not None  # _verify_message found it
+    event = MessageEvent(
+        sequence_id=runtime.state.ids.next(),
+        message_id=message_id,
+        sender_id=bot,
+        conversation_id=conv.id,
+        created_at_msec=str(now_ms()),
+        detail=message_detail(create),
+        signature=signature,
+    )
+    stored = ChatEvent(
+        event,
+        event.to_base64(),
+        "message",
+        create.conversation_key_version,
+        sender.signing_public_key,
+        create_raw,
+    )
+    conv.events.append(stored)
+    friend_id = _other(conv, bot)
+    text = _friend_reads(xs.friend(friend_id), conv, stored, sender)
+    runtime.state.ensure_user(friend_id)
+    runtime.state.record_message(
+        sender_id=bot,
+        recipient_id=friend_id,
+        text=text,
+        direction="out",
+        created_timestamp=event.created_at_msec,
+        channel="xchat",
+        message_id=message_id,
+    )
+    log.info("X Chat message sent event=%s conversation=%s", message_id, conv.id)
+    # Like X, the sender's own message comes back to its chat.sent subscriptions.
+    runtime.tasks.spawn(
+        deliver_chat(runtime, xs, "chat.sent", bot, conv, stored), name=f"chat-sent-{message_id}"
+    )
+    return _sent(stored)
+
+
+def _sent(stored: ChatEvent) -> web.Response:
+    return web.json_response({"data": {"encoded_message_event": stored.encoded}}, status=201)
+
+
+def _verify_message(
+    xs: XChatState,
+    conv: Conversation,
+    bot: str,
+    message_id: str,
+    create: MessageCreate,
+    signature: EventSignature,
+) -> None:
+    """X's own check of a send: signed by the sender's registered signing key, over this
+    message id, sender, conversation, key version and ciphertext, under the current key."""
+    if signature.signature_version != SIGNATURE_VERSION:
+        raise _invalid(
+            "InvalidSignatureVersion",
+            f"signature_version {signature.signature_version!r}; X's SDK signs version "
+            f"{SIGNATURE_VERSION}",
+        )
+    if conv.key_version is None:
+        raise _invalid("NonLatestCkeyVersion", f"conversation {conv.id} has no key yet")
+    if create.conversation_key_version != conv.key_version:
+        raise _invalid(
+            "NonLatestCkeyVersion",
+            f"encrypted under key {create.conversation_key_version}, the conversation's key "
+            f"is {conv.key_version}",
+        )
+    record = xs.directory.find(bot, signature.public_key_version)
+    if record is None:
+        raise _invalid(
+            "SignatureFailedToVerifyAgainstPublicKey",
+            f"user {bot} has no public key version {signature.public_key_version}",
+        )
+    payload = message_signature_payload(
+        message_id, bot, conv.id, create.conversation_key_version, create.ciphertext
+    )
+    try:
+        signature_bytes = b64decode(signature.signature)
+    except ThriftError:
+        signature_bytes = b""
+    if not verify_signature(record.signing_public_key, signature_bytes, payload):
+        raise _invalid(
+            "InvalidSenderSignature",
+            "the message signature does not verify against the sender's signing key",
+        )
+
+
+def _friend_reads(
+    friend: Friend, conv: Conversation, stored: ChatEvent, sender: PublicKeyRecord
+) -> str:
+    """The text as the friend's app shows it, decrypted and verified like any X Chat client."""
+    version = stored.conversation_key_version
+    key = friend.key(conv.id, version)
+    if key is None:
+        return f"(cannot decrypt: no conversation key {version})"
+    try:
+        event = friend.chat.decrypt_event(stored.encoded, {version: key}, signing_entries([sender]))
+    except ValueError as exc:
+        log.warning(
+            "X Chat friend %s cannot read %s: %s", friend.user_id, stored.event.message_id, exc
+        )
+        return "(cannot decrypt)"
+    content = event.get("content") or {}
+    if event.get("type") != "Message" or not isinstance(content.get("text"), str):
+        return f"({event.get('type', 'unknown')} event)"
+    text: str = content["text"]
+    return text
+
+
+# --- deliveries ------------------------------------------------------------------------
+
+
+def new_event_uuid() -> str:
+    """`event_uuid` as X's chat examples show it: a signed 64-bit decimal string
+    ("8511582263942905822"; x-api/activity/event-payloads)."""
+    return str(int.from_bytes(os.urandom(8), "big", signed=True))
+
+
+def chat_payload(
+    xs: XChatState, conv: Conversation, stored: ChatEvent, for_user: str
+) -> dict[str, Any]:
+    """`payload` of `chat.received` / `chat.sent`, field for field as X's example
+    (x-api/activity/event-payloads, "Chat events"). Its `id` is a UUID there; the client's
+    message id is one, so it stands in (X does not say what its `id` is). The latest key
+    change rides along every time, as in both documented examples."""
+    payload: dict[str, Any] = {
+        "conversation_token": conversation_token(xs, conv.id, for_user),
+        "id": stored.event.message_id,
+        "created_at_msec": stored.event.created_at_msec,
+        "sender_id": stored.event.sender_id,
+        "conversation_id": conv.id,
+        "conversation_key_version": stored.conversation_key_version,
+        "encoded_event": stored.encoded,
+    }
+    key_change = conv.latest_key_change()
+    if key_change is not None:
+        payload["conversation_key_change_event"] = key_change.encoded
+    payload["message_event_signature"] = _signature_json(stored)
+    return payload
+
+
+async def deliver_chat(
+    runtime: Runtime,
+    xs: XChatState,
+    event_type: str,
+    user_id: str,
+    conv: Conversation,
+    stored: ChatEvent,
+) -> list[DeliveryOutcome]:
+    """One signed X Activity API delivery per matching subscription with a webhook, through
+    the same pipeline (spreading, faults, redelivery) as every other delivery."""
+    state = runtime.state
+    event_id = stored.event.message_id
+    bodies = []
+    for sub in list(state.subscriptions.values()):
+        if sub.kind != "activity" or sub.webhook_id is None:
+            continue
+        if (sub.event_type, sub.user_id) != (event_type, user_id):
+            continue
+        data: dict[str, Any] = {
+            "event_uuid": new_event_uuid(),
+            "filter": {"user_id": sub.user_id},
+            "event_type": event_type,
+        }
+        if sub.tag is not None:
+            data["tag"] = sub.tag
+        data["payload"] = chat_payload(xs, conv, stored, user_id)
+        body = encode({"data": data})
+        bodies.append(
+            SignedBody(
+                sub.webhook_id,
+                body,
+                sign_body(runtime.config.consumer_secret, body),
+                f"activity:{event_type}:{user_id}:{event_id}",
+                (event_id,),
+            )
+        )
+    state.remember_bodies(bodies)
+    return await runtime.pipeline.deliver(bodies, [event_id])
+
+
+# --- control: a user writes to the bot -------------------------------------------------
+
+
+async def post_xchat(request: web.Request) -> web.Response:
+    runtime, xs = _state(request)
+    state = runtime.state
+    raw = await request.read()
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except ValueError as exc:
+        raise ControlError(f"body is not valid JSON: {exc}") from None
+    incoming = parse_incoming(data, state.bot_user_id, runtime.config.max_text_length)
+    bot = xs.directory.latest(state.bot_user_id)
+    if bot is None:
+        raise ControlError(
+            f"the bot ({state.bot_user_id}) has no X Chat public key yet: register one with "
+            f"POST /2/users/{state.bot_user_id}/public_keys (`catbot xchat register`)",
+            status=409,
+        )
+    friend = xs.friend(incoming.sender_id)
+    state.ensure_user(incoming.sender_id, incoming.sender_name)
+    conv = xs.conversation(incoming.sender_id, bot.user_id)
+    if _needs_new_key(conv, friend, bot):
+        _friend_sets_key(runtime, conv, friend, bot)
+    assert conv.key_version is not None
+    key = friend.key(conv.id, conv.key_version)
+    assert key is not None
+    sent = friend.chat.encrypt_message(
+        conv.id, incoming.text, conversation_key=key, conversation_key_version=conv.key_version
+    )
+    create = MessageCreate.decode(b64decode(sent.encrypted_content))
+    created = incoming.created_timestamp or str(now_ms())
+    event = MessageEvent(
+        sequence_id=state.ids.next(),
+        message_id=sent.message_id,
+        sender_id=friend.user_id,
+        conversation_id=conv.id,
+        created_at_msec=created,
+        detail=message_detail(create),
+        signature=EventSignature.decode(b64decode(sent.encoded_event_signature)),
+    )
+    stored = ChatEvent(
+        event,
+        event.to_base64(),
+        "message",
+        conv.key_version,
+        friend.record.signing_public_key,
+        create.raw,
+    )
+    conv.events.append(stored)
+    state.stats.events_received += 1
+    message = state.record_message(
+        sender_id=friend.user_id,
+        recipient_id=bot.user_id,
+        text=incoming.text,
+        direction="in",
+        created_timestamp=created,
+        channel="xchat",
+        message_id=sent.message_id,
+    )
+    outcomes = await deliver_chat(runtime, xs, "chat.received", bot.user_id, conv, stored)
+    return web.json_response(
+        {
+            "event_id": message.id,
+            "conversation_id": conv.id,
+            "sequence_id": event.sequence_id,
+            "deliveries": [o.to_json() for o in outcomes],
+        }
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    xs = XChatState()
+    app[XCHAT] = xs
+    app[RUNTIME].state.listeners.append(xs.on_change)
+    r = app.router
+    r.add_post(USER_PUBLIC_KEYS, post_public_keys)
+    r.add_get(USER_PUBLIC_KEYS, get_public_keys)
+    r.add_get(USERS_PUBLIC_KEYS, get_users_public_keys)
+    r.add_post(CONVERSATION_KEYS, post_conversation_keys)
+    r.add_get(CONVERSATION_EVENTS, get_conversation_events)
+    r.add_post(CONVERSATION_MESSAGES, post_message)
+    r.add_post(f"{PREFIX}/xchat", post_xchat)
