@@ -40,10 +40,12 @@ from catbot.emulator.xchat_events import (
 from catbot.emulator.xchat_identity import PUBLIC_KEY_WRITES_PER_DAY
 from tests.emulator_fixtures import (
     BOT,
+    CONSUMER_KEY,
     SECRET,
     EmulatorFactory,
     Receiver,
     ReceiverFactory,
+    bearer_client,
     hmac_b64,
     tweepy_client,
 )
@@ -637,9 +639,20 @@ async def test_every_emulated_user_has_keys_and_lookups_report_the_missing(
         assert verifier.verify_key_binding(
             row["public_key"], row["signing_public_key"], row["identity_public_key_signature"]
         )
-    # The same keys every time: an identity is made once per user.
+    # The same keys every time, to the bot and to the app's bearer token alike.
     again = await call(client, "GET", f"/2/users/{FRIEND}/public_keys")
     assert again.body["data"] == [answer.body["data"][0]]
+    async with http.post(
+        emulator.url + "/oauth2/token",
+        headers={"Authorization": aiohttp.encode_basic_auth(CONSUMER_KEY, SECRET)},
+        data={"grant_type": "client_credentials"},
+    ) as resp:
+        bearer = (await resp.json())["access_token"]
+    app = bearer_client(http, emulator, bearer)
+    by_app = await app.request("GET", f"/2/users/{FRIEND}/public_keys", user_auth=False)
+    assert json.loads(await by_app.text())["data"] == again.body["data"]
+    async with http.get(f"{emulator.url}/2/users/{FRIEND}/public_keys") as anonymous:
+        assert anonymous.status == 401
     for bad in ("", "x", ",".join(str(i) for i in range(101))):
         assert (
             await call(client, "GET", "/2/users/public_keys", params={"ids": bad})

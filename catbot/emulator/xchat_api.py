@@ -1,8 +1,9 @@
 """X Chat as X plays it: the key directory, conversation keys, encrypted sends, `chat.*`
 deliveries, and the control route that makes an emulated user write to the bot.
 
-X routes (OAuth 1.0a user context checked like every other X route here; OpenAPI security
-for all of them: OAuth2UserToken or UserToken, the GETs of public keys also the app's bearer):
+X routes, OAuth 1.0a user context checked like every other X route here (the chat routes'
+OpenAPI security: OAuth2UserToken or UserToken); the two public-key lookups also take the
+app's bearer token, a read of public data:
 - `POST /2/users/{id}/public_keys` `{"public_key": {...}, "version", "generate_version"?}`
   → 200 `{"data": {"public_key_version", "juicebox_config"}}` (x-api/chat/add-public-key).
 - `GET /2/users/{id}/public_keys` → 200 `{"data": [PublicKey, ...]}` newest first
