@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,9 @@ KUSTOMIZATIONS = ("base", *OVERLAYS, "monitoring")
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 SECRET_EXAMPLE = K8S / "base" / "secret.example.yaml"
 SECRET_NAME = "catbot-x"
+# The ha overlay's Redis password: made by hand too, never deployed from the repository.
+REDIS_SECRET_EXAMPLE = K8S / "overlays" / "ha" / "secret-redis.example.yaml"
+SECRET_EXAMPLES = (SECRET_EXAMPLE, REDIS_SECRET_EXAMPLE)
 # What the app adds on its way down (app.py): the public listener's drain timeout.
 LISTENER_DRAIN_SECONDS = 5.0
 Doc = dict[str, Any]
@@ -138,6 +142,16 @@ def rendered() -> dict[str, list[Doc]]:
     return {name: render(K8S / name) for name in KUSTOMIZATIONS}
 
 
+def example_secret(name: str) -> dict[str, str]:
+    """The keys (with placeholders) of the example of the Secret `name`."""
+    for path in SECRET_EXAMPLES:
+        secret = one(load_docs(path), "Secret")
+        if secret["metadata"]["name"] == name:
+            data: dict[str, str] = secret["stringData"]
+            return data
+    raise AssertionError(f"no example for the Secret {name}")
+
+
 def one(docs: list[Doc], kind: str, name: str | None = None) -> Doc:
     found = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
@@ -199,11 +213,12 @@ def test_rendering_matches_kustomize(name: str, rendered: dict[str, list[Doc]]) 
 
 def test_every_manifest_file_has_a_role() -> None:
     roles = manifest_files()
-    known = set().union(*roles.values()) | {SECRET_EXAMPLE.resolve()}
+    examples = {p.resolve() for p in SECRET_EXAMPLES}
+    known = set().union(*roles.values()) | examples
     on_disk = {p.resolve() for p in K8S.rglob("*.y*ml")}
     assert on_disk - known == set(), "YAML files no kustomization uses"
     assert known - on_disk == set(), "files a kustomization names but that do not exist"
-    assert SECRET_EXAMPLE.resolve() not in roles["resource"], "the example Secret is deployed"
+    assert not examples & roles["resource"], "an example Secret is deployed"
 
 
 def kube_validate(doc: Doc, version: str) -> None:
@@ -232,7 +247,7 @@ def test_rendered_manifests_pass_strict_validation(
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_raw_manifest_files_pass_strict_validation(version: str) -> None:
-    files = sorted(manifest_files()["resource"] | {SECRET_EXAMPLE.resolve()})
+    files = sorted(manifest_files()["resource"] | {p.resolve() for p in SECRET_EXAMPLES})
     for path in files:
         for doc in load_docs(path):
             if not is_custom_resource(doc):
@@ -352,6 +367,10 @@ def test_selectors_and_references_resolve(overlay: str, rendered: dict[str, list
                 ref = env.get("valueFrom", {}).get("configMapKeyRef")
                 if ref:
                     assert ref["key"] in one(docs, "ConfigMap", ref["name"])["data"]
+                secret_ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if secret_ref:
+                    # A Secret made by hand: its example documents the key.
+                    assert secret_ref["key"] in example_secret(secret_ref["name"]), env
         for volume in pod.get("volumes", []):
             if "persistentVolumeClaim" in volume:
                 one(docs, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
@@ -461,8 +480,11 @@ def test_every_variable_is_a_real_setting(overlay: str, rendered: dict[str, list
     env = manifest_env(rendered[overlay])
     secret_keys = set(one(load_docs(SECRET_EXAMPLE), "Secret")["stringData"])
     dockerfile_env = set(re.findall(r"\b(CATBOT_[A-Z0-9_]+)=", (ROOT / "Dockerfile").read_text()))
+    # A Secret's value that catbot's own settings take in through $(NAME) (the Redis
+    # password inside CATBOT_STORE_URL) is not a setting itself.
+    referenced = {name for value in env.values() for name in re.findall(r"\$\((\w+)\)", value)}
     for name in set(env) | secret_keys | dockerfile_env:
-        assert name in known or name.startswith(("NGROK_", "PYNGROK_")), \
+        assert name in known or name in referenced or name.startswith(("NGROK_", "PYNGROK_")), \
             f"{name} is not a catbot setting"
     # And the values are ones catbot accepts.
     for name in list(Settings.model_fields):
@@ -573,26 +595,62 @@ def test_ha_overlay_shares_a_durable_redis(rendered: dict[str, list[Doc]]) -> No
     assert selects(pdb["spec"]["selector"]["matchLabels"],
                    deployment["spec"]["template"]["metadata"]["labels"])
 
-    match = re.fullmatch(r"redis://([a-z0-9-]+):(\d+)/\d+", manifest_env(docs)["CATBOT_STORE_URL"])
-    assert match, "the ha overlay uses the Redis store"
-    service = one(docs, "Service", match.group(1))
-    assert int(match.group(2)) in {p["port"] for p in service["spec"]["ports"]}
+    env = manifest_env(docs)
+    match = re.fullmatch(r"redis://:\$\((\w+)\)@([a-z0-9-]+):(\d+)/\d+", env["CATBOT_STORE_URL"])
+    assert match, "the ha overlay uses the Redis store, with a password"
+    password_var, host, port = match.groups()
+    service = one(docs, "Service", host)
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
     redis = one(docs, "StatefulSet")
     assert selects(service["spec"]["selector"], redis["spec"]["template"]["metadata"]["labels"])
-    args = redis["spec"]["template"]["spec"]["containers"][0]["args"]
-    options = dict(zip(args[1::2], args[2::2], strict=True))
+    # The daemon's password and Redis' come from the same Secret key.
+    [daemon_container] = deployment["spec"]["template"]["spec"]["containers"]
+    daemon_ref = secret_env(daemon_container)[password_var]
+    redis_container = redis["spec"]["template"]["spec"]["containers"][0]
+    assert daemon_ref in secret_env(redis_container).values()
+    options = redis_options(redis_container)
+    assert "requirepass" in redis_stdin_config(redis_container)
+    assert options.get("--protected-mode", "yes") == "yes"
     assert options["--appendonly"] == "yes"
     assert options["--appendfsync"] in ("always", "everysec")
     assert options["--maxmemory-policy"] == "noeviction", "queued jobs must never be evicted"
-    mounts = {m["mountPath"] for m in redis["spec"]["template"]["spec"]["containers"][0]
-              ["volumeMounts"]}
+    mounts = {m["mountPath"] for m in redis_container["volumeMounts"]}
     assert options["--dir"] in mounts and redis["spec"]["volumeClaimTemplates"]
     # The daemon may reach Redis: some NetworkPolicy allows egress from it to Redis' port.
     daemon = deployment["spec"]["template"]["metadata"]["labels"]
     egress = [rule for d in docs if d["kind"] == "NetworkPolicy"
               and selects(d["spec"]["podSelector"]["matchLabels"], daemon)
               for rule in d["spec"].get("egress", [])]
-    assert any(int(match.group(2)) in {p["port"] for p in rule["ports"]} for rule in egress)
+    assert any(int(port) in {p["port"] for p in rule["ports"]} for rule in egress)
+
+
+def secret_env(container: Doc) -> dict[str, tuple[str, str]]:
+    """Variable -> (Secret, key) for the container's env entries taken from Secrets."""
+    return {e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]
+                        ["key"]) for e in container.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})}
+
+
+def redis_script(container: Doc) -> str:
+    """The shell script the Redis container runs (`sh -c SCRIPT`)."""
+    args = container["args"]
+    assert args[:2] == ["sh", "-c"] and len(args) == 3, args
+    script: str = args[2]
+    return script
+
+
+def redis_options(container: Doc) -> dict[str, str]:
+    """`--option value` pairs on the script's `redis-server -` command line."""
+    command = redis_script(container).split("<<", 1)[0].replace("\\\n", " ")
+    words = shlex.split(command[command.index("redis-server"):])
+    assert words[:2] == ["redis-server", "-"], words
+    return dict(zip(words[2::2], words[3::2], strict=True))
+
+
+def redis_stdin_config(container: Doc) -> str:
+    """The config-file lines the script hands `redis-server -` on stdin (a here-document)."""
+    body = redis_script(container).split("<<EOF\n", 1)[1]
+    return body.split("\nEOF", 1)[0]
 
 
 # --- Metrics named in alerts and the dashboard exist in a live daemon -----------------------

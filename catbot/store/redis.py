@@ -88,8 +88,8 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from catbot.brain import UserState
@@ -415,6 +415,14 @@ class RedisStore:
         try:
             await client.ping()
             await self._ensure_group()
+        except AuthenticationError as exc:
+            await self.close()
+            # Redis' own wording ("HELLO must be called with the client already
+            # authenticated...") does not say what to change.
+            raise StoreError(
+                f"cannot open Redis store {self._where()}: Redis refused the connection's "
+                "credentials (the password in the store URL is missing or wrong)"
+            ) from exc
         except RedisError as exc:
             await self.close()
             raise StoreError(f"cannot open Redis store {self._where()}: {exc}") from exc
@@ -433,6 +441,7 @@ class RedisStore:
         return self._client
 
     def _where(self) -> str:
+        """The URL without its credentials (`redis://:password@host`): fit for messages."""
         parts = urlsplit(self.url)
         return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
 
