@@ -12,7 +12,7 @@ import asyncio
 import json
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import aiohttp
@@ -77,14 +77,14 @@ async def _post(session: aiohttp.ClientSession, url: str, signature: str, body: 
 
 
 async def _on_schedule(
-    count: int, rate: float, one: Callable[[int, float], Awaitable[None]]
+    count: int, rate: float, one: Callable[[int, float], Coroutine[Any, Any, None]]
 ) -> float:
     """Start `one(i, scheduled)` at `rate`/s whatever the answers take (open loop: a slow
     server does not slow the offered load, so its latency is not hidden); `scheduled` is the
     loop time request i was due. Waits for all; returns how long the sending took."""
     loop = asyncio.get_running_loop()
     start = loop.time() + 0.05
-    tasks = []
+    tasks: list[asyncio.Task[None]] = []
     for i in range(count):
         scheduled = start + i / rate
         delay = scheduled - loop.time()

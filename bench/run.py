@@ -11,7 +11,12 @@ Everything runs on loopback as real processes, in one run, side by side:
 - event-to-reply latency (delivery posted -> the DM request arrives at the emulator),
   idle (one at a time) and loaded (during a fixed-rate stream of DMs that all need replies);
 - resident memory idle and after N events (default 100,000); start-up time to ready;
-- outbox under an emulator rate limit: replies per window and 429s (wasted calls).
+- outbox under an emulator rate limit: replies per window and 429s (wasted calls);
+- ingest of X-shaped deliveries (bench/xshaped.py: a `users` map with full profiles, 1.4 KB
+  Account Activity and 2.5 KB X Activity API bodies), each flavour against a reference fed
+  the same bodies, outbox parked and outbox live (the daemon answering through the emulator,
+  which plays X with a DM rate limit the outbox keeps running into, and echoes every sent DM
+  back to the webhook as X does).
 
 Pure-ingest runs park the outbox: CATBOT_WORKERS=1 and an emulator whose DM endpoint
 answers after an hour, so the one worker holds one job and never competes for the store.
@@ -34,7 +39,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench import load
+from bench import load, xshaped
 from tests.harness import CREDENTIALS, Daemon, Emulator, free_port, http, wait_for
 
 HERE = Path(__file__).resolve().parent
@@ -50,11 +55,23 @@ QUIET_ENV = {
 }
 
 
+# X-shaped live runs: X's DM allowance squeezed into a short window, so that in a 10 s run
+# the outbox keeps spending it and waiting for the next window.
+LIVE_LIMIT = 200
+LIVE_WINDOW = 2.0
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine() -> str:
@@ -68,11 +85,18 @@ def machine() -> str:
             f"Python {sys.version.split()[0]}, {os.uname().sysname} {os.uname().release}")
 
 
-def write_bodies(path: Path, prefix: str, count: int, users: int = 50_000) -> None:
-    with open(path, "w") as out:
-        for i, (signature, body) in enumerate(load.signed_bodies(SECRET, prefix, count, users)):
-            del i
-            out.write(signature + "\t" + body.decode() + "\n")
+def write_bodies(path: Path, prefix: str, count: int, users: int = 50_000,
+                 shape: str = "minimal") -> float:
+    """Pre-signed deliveries for wrk, one `signature<TAB>body` line each; returns the mean
+    body size in bytes. `shape`: "minimal" (bench.load) or one of `xshaped.SHAPES`."""
+    bodies = (load.signed_bodies(SECRET, prefix, count, users) if shape == "minimal"
+              else xshaped.signed_bodies(SECRET, shape, prefix, count, users))
+    size = 0
+    with open(path, "wb") as out:
+        for signature, body in bodies:
+            size += len(body)
+            out.write(signature.encode() + b"\t" + body + b"\n")
+    return size / max(count, 1)
 
 
 def wrk(url: str, bodies: Path, seconds: float, connections: int, threads: int) -> dict[str, Any]:
@@ -98,6 +122,27 @@ def counted(daemon: Daemon) -> dict[str, float]:
             for fate in ("enqueued", "duplicate")}
 
 
+def outbox_counters(daemon: Daemon) -> dict[str, float]:
+    """The daemon's own view of its outbox and of the events X sent back (cumulative)."""
+    m = daemon.metrics()
+
+    def total(prefix: str, label: str | None = None) -> float:
+        return sum(v for k, v in m.items()
+                   if k.startswith(prefix) and (label is None or label in k))
+
+    return {
+        "sent": total("catbot_dms_sent_total", 'outcome="sent"'),
+        "not_sent": total("catbot_dms_sent_total") - total("catbot_dms_sent_total",
+                                                           'outcome="sent"'),
+        "gate_closed_remaining_0": total("catbot_rate_limit_waits_total", "x_remaining"),
+        "gate_closed_429": total("catbot_rate_limit_waits_total", "x_429"),
+        "events_total": total("catbot_events_total"),
+        "enqueued": total("catbot_events_total", 'fate="enqueued"'),
+        "own": total("catbot_events_total", 'fate="own"'),
+        "depth": total("catbot_outbox_depth"),
+    }
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
         self.args = args
@@ -108,17 +153,19 @@ class Bench:
 
     # Processes -------------------------------------------------------------------------
 
-    def emulator(self, extra_args: tuple[str, ...] = ()) -> Emulator:
-        emu = Emulator(self.tmp, free_port(), None, extra_env={"CATBOT_LOG_LEVEL": "WARNING"},
-                       extra_args=extra_args)
+    def emulator(self, extra_args: tuple[str, ...] = (), webhook_url: str | None = None,
+                 api: str = "v2") -> Emulator:
+        emu = Emulator(self.tmp, free_port(), webhook_url, api=api,
+                       extra_env={"CATBOT_LOG_LEVEL": "WARNING"}, extra_args=extra_args)
         emu.start()
         self.emulators.append(emu)
         return emu
 
-    def daemon(self, emu: Emulator, env: Mapping[str, str], name: str) -> tuple[Daemon, float]:
+    def daemon(self, emu: Emulator, env: Mapping[str, str], name: str,
+               port: int | None = None) -> tuple[Daemon, float]:
         env = {**QUIET_ENV, "CATBOT_LOG_LEVEL": self.args.log_level,
                "CATBOT_EVENT_LOOP": self.args.event_loop, **env}
-        d = Daemon(self.tmp, emu.port, free_port(), free_port(), env,
+        d = Daemon(self.tmp, emu.port, port or free_port(), free_port(), env,
                    db=self.tmp / f"{name}.db")
         d.env["CATBOT_SHUTDOWN_GRACE_SECONDS"] = "2"
         started = time.monotonic()
@@ -180,6 +227,87 @@ class Bench:
             finally:
                 server.stop()
         parked.stop()
+
+    def x_shaped(self) -> None:
+        """Ingest of X-shaped deliveries, per flavour: outbox parked, then outbox live.
+
+        Each flavour's rows are compared with the reference fed the same bodies. One body
+        file serves both daemons of a flavour (each has its own fresh database); a separate
+        warm-up file keeps the measured ids new to each daemon.
+        """
+        a = self.args
+        per_run = int(a.duration * a.x_max_rps)
+        for shape in xshaped.SHAPES:
+            ref_bodies = self.tmp / f"x-{shape}-ref.bodies"
+            size = write_bodies(ref_bodies, f"x-{shape}-ref-", 20_000, shape=shape)
+            ref = self._reference(ref_bodies, uvloop=False)
+            ref_bodies.unlink()
+            ref["body_bytes"] = size
+            self.results[f"x_{shape}_reference"] = ref
+            warm = self.tmp / f"x-{shape}-warm.bodies"
+            write_bodies(warm, f"x-{shape}-warm-", int(a.warmup * a.x_max_rps), shape=shape)
+            bodies = self.tmp / f"x-{shape}.bodies"
+            write_bodies(bodies, f"x-{shape}-", per_run, shape=shape)
+            self._x_parked(shape, warm, bodies)
+            self._x_live(shape, warm, bodies)
+            warm.unlink()
+            bodies.unlink()
+
+    def _x_parked(self, shape: str, warm: Path, bodies: Path) -> None:
+        parked = self.emulator()
+        parked.faults(dm_delay_seconds=3600)
+        d, _ = self.daemon(parked, {"CATBOT_WORKERS": "1",
+                                    "CATBOT_SEND_TIMEOUT_SECONDS": "3600"}, f"x-{shape}-parked")
+        self.results[f"x_{shape}_parked"] = self._x_run(d, shape, warm, bodies, parked, False)
+        d.stop()
+        parked.stop()
+
+    def _x_live(self, shape: str, warm: Path, bodies: Path) -> None:
+        """The daemon answers every DM through the emulator playing X (its flavour's echo of
+        each sent DM included), under a DM rate limit the outbox keeps running into."""
+        a = self.args
+        port = free_port()
+        webhook = f"http://127.0.0.1:{port}/webhook/twitter"
+        api = "v2" if shape == "aaa" else "activity"
+        emu = self.emulator(("--dm-rate-limit", str(a.live_limit),
+                             "--dm-rate-window", str(a.live_window)), webhook_url=webhook, api=api)
+        d, _ = self.daemon(emu, {"CATBOT_X_API": api,
+                                 "CATBOT_RATE_LIMIT_DEFAULT_WAIT_SECONDS": "1"},
+                           f"x-{shape}-live", port=port)
+        emu.wait_webhook_valid()
+        result = self._x_run(d, shape, warm, bodies, emu, True)
+        self.results[f"x_{shape}_live"] = result
+        d.stop()
+        emu.stop()
+
+    def _x_run(self, d: Daemon, shape: str, warm: Path, bodies: Path,
+               emu: Emulator, live: bool) -> dict[str, Any]:
+        a = self.args
+        wrk(d.webhook, warm, a.warmup, a.connections, a.threads)
+        pids = {"daemon": d.proc.pid, "emulator": emu.proc.pid}  # type: ignore[union-attr]
+        cpu_before = {name: cpu_s(pid) for name, pid in pids.items()}
+        before, started = outbox_counters(d), time.time()
+        result = wrk(d.webhook, bodies, a.duration, a.connections, a.threads)
+        ended, after = time.time(), outbox_counters(d)
+        # CPU per second of run: on loopback the emulator playing X shares the cores.
+        result["cpu"] = {name: (cpu_s(pid) - cpu_before[name]) / (ended - started)
+                         for name, pid in pids.items()}
+        delta = {k: after[k] - before[k] for k in after if k != "depth"}
+        result["enqueued"] = delta["enqueued"]
+        result["ratio"] = result["rps"] / self.results[f"x_{shape}_reference"]["rps"]
+        result["ratio_minimal_reference"] = result["rps"] / self.results["reference"]["rps"] \
+            if "reference" in self.results else None
+        if live:
+            sends = [r for r in _dm_requests(emu, started, None) if r["at"] <= ended]
+            ok = sum(1 for r in sends if 200 <= int(r.get("status") or 0) < 300)
+            result["outbox"] = {
+                "replies": ok, "replies_per_s": ok / max(ended - started, 1e-9),
+                "refused_429": sum(1 for r in sends if int(r.get("status") or 0) == 429),
+                "limit": a.live_limit, "window_s": a.live_window,
+                "gate_closed": delta["gate_closed_remaining_0"] + delta["gate_closed_429"],
+                "echoes_ignored": delta["own"], "backlog_after": after["depth"],
+            }
+        return result
 
     def _reference(self, bodies: Path, uvloop: bool) -> dict[str, Any]:
         a = self.args
@@ -319,6 +447,7 @@ def table(r: dict[str, Any]) -> str:
                         f" {x['errors']:>6} {x.get('enqueued', '-'):>9}"
                         f" {x.get('wrapped', '-') if 'enqueued' in x else '-':>7}")
         rows.append("")
+    rows.extend(_x_shaped_rows(r))
     if "slow_ack" in r:
         s = r["slow_ack"]
         rows.append(f"ack latency at {s['offered_rate']:.0f}/s offered, DM endpoint 1 s/call: "
@@ -346,6 +475,51 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _x_shaped_rows(r: dict[str, Any]) -> list[str]:
+    """The X-shaped ingest rows: each flavour's ratio is against the reference fed the same
+    bodies (in brackets: against the minimal-body reference above)."""
+    rows: list[str] = []
+    flavours = {"aaa": "Account Activity", "xaa": "X Activity API"}
+    for shape, flavour in flavours.items():
+        ref = r.get(f"x_{shape}_reference")
+        if not ref:
+            continue
+        if not rows:
+            rows.append(f"{'X-shaped DMs (wrk, c=' + str(r['args']['connections']) + ')':<32}"
+                        f"{'req/s':>9} {'ratio':>6} {'p50 ms':>8} {'p99 ms':>8}"
+                        f" {'p99.9 ms':>9} {'errors':>6} {'enqueued':>9} {'re-sent':>7}")
+        rows.append(f"{flavour}, {ref['body_bytes'] / 1024:.2f} KB bodies:")
+        minimal = r.get("reference")
+        for key, label in (("reference", "bare aiohttp, same bodies"),
+                           ("parked", "catbot SQLite, outbox parked"),
+                           ("live", "catbot SQLite, outbox live")):
+            x = r.get(f"x_{shape}_{key}")
+            if not x:
+                continue
+            ratio = x["rps"] / ref["rps"]
+            vs_min = f" ({x['rps'] / minimal['rps']:.2f})" if minimal else ""
+            enq = f"{x['enqueued']:.0f}" if "enqueued" in x else "-"
+            wrapped = x.get("wrapped", "-") if "enqueued" in x else "-"
+            cpu = x.get("cpu")
+            cpu_text = (f"  CPU: catbot {cpu['daemon']:.2f}, emulator {cpu['emulator']:.2f}"
+                        if cpu else "")
+            rows.append(f"  {label:<30}{x['rps']:>9.0f} {ratio:>6.2f} {ms(x['p50_us']):>8}"
+                        f" {ms(x['p99_us']):>8} {ms(x['p999_us']):>9} {x['errors']:>6}"
+                        f" {enq:>9} {wrapped:>7}{vs_min}{cpu_text}")
+            o = x.get("outbox")
+            if o:
+                rows.append(f"    outbox during the run: {o['replies']} replies "
+                            f"({o['replies_per_s']:.0f}/s, X allows {o['limit']} per "
+                            f"{o['window_s']:g} s), gate closed {o['gate_closed']:.0f}x, "
+                            f"429s {o['refused_429']}, own DMs echoed back and ignored "
+                            f"{o['echoes_ignored']:.0f}, backlog after {o['backlog_after']:.0f}")
+    if rows:
+        rows += ["  (ratio: against the bare aiohttp reference fed the same bodies; in brackets:"
+                 " against the minimal-body reference above; CPU: cores used during the run)",
+                 ""]
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description="catbot benchmarks (issue 7)")
     p.add_argument("--quick", action="store_true", help="short runs (about a minute)")
@@ -363,6 +537,12 @@ def main() -> None:
     p.add_argument("--rl-limit", type=int, default=10)
     p.add_argument("--rl-window", type=float, default=3.0)
     p.add_argument("--rl-windows", type=int, default=3)
+    p.add_argument("--x-max-rps", type=float, default=20000,
+                   help="sizes the X-shaped body files (ids never repeat below this)")
+    p.add_argument("--live-limit", type=int, default=LIVE_LIMIT,
+                   help="X-shaped live runs: DM sends X (the emulator) allows per window")
+    p.add_argument("--live-window", type=float, default=LIVE_WINDOW,
+                   help="X-shaped live runs: the rate-limit window, seconds")
     p.add_argument("--redis-appendfsync", default="always")
     p.add_argument("--no-redis", action="store_true")
     p.add_argument("--reference-uvloop", action=argparse.BooleanOptionalAction, default=True,
@@ -370,7 +550,7 @@ def main() -> None:
     p.add_argument("--log-level", default="WARNING", help="the daemons' CATBOT_LOG_LEVEL")
     p.add_argument("--event-loop", default="auto", choices=["auto", "asyncio"],
                    help="the daemons' CATBOT_EVENT_LOOP (auto: uvloop when installed)")
-    p.add_argument("--only", default="ingest,slow_ack,reply_latency,outbox_rate")
+    p.add_argument("--only", default="ingest,x_shaped,slow_ack,reply_latency,outbox_rate")
     p.add_argument("--json", type=Path, help="also write the figures here")
     a = p.parse_args()
     if a.quick:
