@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -21,9 +22,9 @@ import aiohttp
 from aiohttp import web
 
 from catbot.brain import Policy
-from catbot.config import Settings
+from catbot.config import Settings, redact_url
 from catbot.facts import CorpusSource, FactSource, RemoteSource
-from catbot.logs import AccessLog, get_logger
+from catbot.logs import AccessLog, ServerErrorLog, get_logger
 from catbot.observability import Health, Metrics, internal_app
 from catbot.outbox import Outbox, OutboxSettings
 from catbot.ratelimit import RateGate, SendBudget, SharedSendBudget
@@ -31,12 +32,20 @@ from catbot.store import Store, create_store
 from catbot.webhook.routes import WebhookHandler, WebhookPolicy, add_routes
 from catbot.webhook.signature import SignatureVerifier
 from catbot.x.dm import Credentials, DMSender
-from catbot.x.management import management_for
+from catbot.x.management import XApiError, management_for
 
 log = get_logger("catbot.app")
 
 DEPTH_INTERVAL_SECONDS = 2.0
 PRUNE_INTERVAL_SECONDS = 600.0
+
+# The settings that choose each listener's address, for a message when it cannot bind.
+_LISTENER_SETTINGS = {"public": "CATBOT_HOST, CATBOT_PORT",
+                      "internal": "CATBOT_METRICS_HOST, CATBOT_METRICS_PORT"}
+
+
+class ListenError(OSError):
+    """A listener could not bind; the message names the address and the settings."""
 
 
 def credentials_from(settings: Settings) -> Credentials:
@@ -135,14 +144,15 @@ class Daemon:
             internal = await self._serve(
                 internal_app(self.metrics, Health(self.readiness, self.health_details)),
                 s.metrics_host,
-                s.metrics_port, access_log=False,
+                s.metrics_port, access_log=False, listener="internal",
             )
             stack.push_async_callback(internal.cleanup)
 
             public_app = web.Application(client_max_size=s.max_body_bytes)
             add_routes(public_app, s.webhook_path, handler)
             public = await self._serve(public_app, s.host, s.port, access_log=True,
-                                       keepalive_timeout=s.idle_timeout_seconds)
+                                       keepalive_timeout=s.idle_timeout_seconds,
+                                       listener="public")
             stack.push_async_callback(self._stop_public, public)
 
             outbox.start()
@@ -152,6 +162,9 @@ class Daemon:
             if s.public_url:
                 tasks.append(self._every(s.webhook_check_seconds,
                                          lambda: self.check_webhook(session)))
+            else:
+                log.info("webhook_validity_not_watched",
+                         fix="set CATBOT_PUBLIC_URL to have X asked whether it is valid")
             for task in tasks:
                 background = asyncio.create_task(task)
                 stack.push_async_callback(_cancel, background)
@@ -160,7 +173,7 @@ class Daemon:
 
             log.info(
                 "started", port=s.port, path=s.webhook_path, metrics_port=s.metrics_port,
-                api=s.x_api, api_base=s.api_base, workers=s.workers,
+                api=s.x_api, api_base=redact_url(s.api_base), workers=s.workers,
                 store=s.store_url.split(":", 1)[0],
             )
             yield self
@@ -181,10 +194,18 @@ class Daemon:
             on_outcome=count,
         )
 
-    @staticmethod
-    async def _serve(app: web.Application, host: str, port: int, access_log: bool,
-                     keepalive_timeout: float = 75.0) -> web.AppRunner:
-        options: dict[str, Any] = {"keepalive_timeout": keepalive_timeout}
+    async def _serve(self, app: web.Application, host: str, port: int, access_log: bool,
+                     keepalive_timeout: float = 75.0, listener: str = "public") -> web.AppRunner:
+        parse_errors = self.metrics.http_parse_errors
+        options: dict[str, Any] = {
+            "keepalive_timeout": keepalive_timeout,
+            # Strangers' malformed requests: counted, summarised, never logged with their bytes.
+            "logger": ServerErrorLog(
+                listener, lambda kind: parse_errors.labels(listener, kind).inc()),
+            # Bodies are taken as sent: nothing is decompressed before the signature is
+            # checked, and the webhook refuses any Content-Encoding (webhook/routes.py).
+            "auto_decompress": False,
+        }
         if access_log:
             options["access_log_class"] = AccessLog
         else:
@@ -192,7 +213,15 @@ class Daemon:
         runner = web.AppRunner(app, handle_signals=False, **options)
         await runner.setup()
         site = web.TCPSite(runner, host, port, shutdown_timeout=5.0)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ListenError(
+                f"cannot listen on {host}:{port} (set by {_LISTENER_SETTINGS[listener]}): "
+                f"{reason}"
+            ) from exc
         return runner
 
     def _mark_stopping(self) -> None:
@@ -229,9 +258,21 @@ class Daemon:
         """Ask X whether the webhook at CATBOT_PUBLIC_URL is valid; remember the answer."""
         s = self.settings
         manager = management_for(s, self.credentials, session)
-        hooks = [h for h in await manager.list_webhooks() if h.url == s.public_url]
+        try:
+            hooks = [h for h in await manager.list_webhooks() if h.url == s.public_url]
+        except Exception as exc:
+            # X's view is unknown: the last answer stands, and the age of
+            # catbot_webhook_checked_timestamp_seconds is what the alert watches.
+            self.metrics.webhook_checks.labels("error").inc()
+            # Only X's own words: a client error's text may carry the API base's userinfo.
+            detail = str(exc) if isinstance(exc, XApiError) else type(exc).__name__
+            log.warning("webhook_check_failed", error=detail[:300])
+            return
         self.webhook_valid = bool(hooks) and all(h.valid for h in hooks)
         self.metrics.webhook_valid.set(1 if self.webhook_valid else 0)
+        self.metrics.webhook_checked.set(time.time())
+        outcome = "valid" if self.webhook_valid else "invalid" if hooks else "unregistered"
+        self.metrics.webhook_checks.labels(outcome).inc()
         if not self.webhook_valid:
             log.warning("webhook_not_valid_at_x", registered=bool(hooks))
 

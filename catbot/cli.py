@@ -129,10 +129,14 @@ def _run(args: argparse.Namespace) -> int:
     settings.require_credentials()
     configure_logging(settings.log_format, settings.log_level)
 
-    from catbot.app import Daemon
+    from catbot.app import Daemon, ListenError
 
     daemon = Daemon(settings)
-    return run_until_signalled(daemon.run, loop_factory=_fast_loop_factory())
+    try:
+        return run_until_signalled(daemon.run, loop_factory=_fast_loop_factory())
+    except ListenError as exc:
+        print(f"catbot cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

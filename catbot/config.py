@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from catbot.urls import https_unless_loopback
@@ -111,6 +119,20 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        # An empty key is a valid HMAC key that everyone has: a blanked variable (or an
+        # unset ${VAR} in a template) must mean "not set", never "sign with nothing".
+        if isinstance(value, str) and not value.strip() and info.field_name in secret_fields():
+            return None
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_any_case(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
     @field_validator("webhook_path")
     @classmethod
     def _path_is_absolute(cls, value: str) -> str:
@@ -207,6 +229,23 @@ class Settings(BaseSettings):
                 "catbot cannot start, configuration is incomplete:\n"
                 + "\n".join(f"  {name}: missing" for name in missing)
             )
+
+
+def secret_fields() -> frozenset[str]:
+    """The settings that hold secrets (typed `SecretStr`): never logged or echoed, and an
+    empty or whitespace-only value is the same as not setting them."""
+    return frozenset(
+        name for name, info in Settings.model_fields.items()
+        if info.annotation is SecretStr or SecretStr in get_args(info.annotation)
+    )
+
+
+def redact_url(url: str) -> str:
+    """`url` fit to print: a user name or password before '@' becomes `***`."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 def _filled(value: SecretStr | None) -> bool:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from catbot.admin import add_common_options, connect
-from catbot.config import ConfigError, Settings, load_settings
+from catbot.config import ConfigError, Settings, load_settings, redact_url
 from catbot.signing import crc_response_token
 from catbot.x.management import ActivityApi, Webhook, WebhookManager, XApiError
 
@@ -69,7 +69,7 @@ async def diagnose(env_file: Path | None, api_base: str | None, url: str | None)
                                 line.strip() for line in str(exc).splitlines()[1:])))
         return [*checks, *_skipped("credentials", "webhook", "subscription", "CRC")]
     checks.append(Check("configuration", True,
-                        f"api={settings.x_api}, X at {settings.api_base}"))
+                        f"api={settings.x_api}, X at {redact_url(settings.api_base)}"))
     url = url or settings.public_url
     if url:
         url = url if urlsplit(url).path not in ("", "/") else url.rstrip("/") + (
@@ -108,7 +108,8 @@ async def _check_credentials(manager: WebhookManager, settings: Settings) -> Che
                      "after changing the app's permissions (read, write, direct messages)")
     except (aiohttp.ClientError, TimeoutError) as exc:
         return Check("credentials", False,
-                     f"cannot reach X at {settings.api_base}: {exc or type(exc).__name__}",
+                     f"cannot reach X at {redact_url(settings.api_base)}: "
+                     f"{exc or type(exc).__name__}",
                      "check the network, or CATBOT_X_API_BASE")
     expected = settings.bot_user_id
     if expected and expected != user_id:

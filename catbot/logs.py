@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import orjson
 import structlog
+from aiohttp import http_exceptions, web_protocol
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 from structlog.typing import FilteringBoundLogger
@@ -104,6 +107,9 @@ class AccessLog(AbstractAccessLogger):
         return self._log.is_enabled_for(logging.INFO)
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        if request.message is web_protocol.ERROR:
+            # A request aiohttp could not parse: counted and summarised by ServerErrorLog.
+            return
         self._log.info(
             "request",
             method=request.method,
@@ -114,3 +120,78 @@ class AccessLog(AbstractAccessLogger):
             remote=request.remote,
             user_agent=request.headers.get("User-Agent"),
         )
+
+
+# Bounded `kind` label of each HTTP parse error aiohttp reports, most specific class first.
+_PARSE_ERROR_KINDS: tuple[tuple[type[Exception], str], ...] = (
+    (http_exceptions.BadHttpMethod, "method"),
+    (http_exceptions.InvalidURLError, "url"),
+    (http_exceptions.BadStatusLine, "request_line"),
+    (http_exceptions.LineTooLong, "too_long"),
+    (http_exceptions.InvalidHeader, "header"),
+    (http_exceptions.ContentLengthError, "content_length"),
+    (http_exceptions.TransferEncodingError, "transfer_encoding"),
+    (http_exceptions.ContentEncodingError, "content_encoding"),
+    (http_exceptions.DecompressSizeError, "content_encoding"),
+    (http_exceptions.HttpProcessingError, "malformed"),
+    # The body's framing broke after the handler answered (aiohttp drains the rest).
+    (web_protocol.RequestPayloadError, "body"),
+)
+
+
+def parse_error_kind(exc: BaseException) -> str | None:
+    """The metric label of an HTTP parse error, or None when `exc` is not one."""
+    for cls, kind in _PARSE_ERROR_KINDS:
+        if isinstance(exc, cls):
+            return kind
+    return None
+
+
+class ServerErrorLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server logger for one listener (`AppRunner(..., logger=...)`).
+
+    aiohttp logs every request it cannot parse at ERROR with a traceback whose message
+    quotes the offending bytes (a CONNECT line carrying DM JSON puts that text in the log).
+    Those come from strangers, cost them nothing and say nothing about our health, so here
+    each one is counted (`on_parse_error(kind)`) and at most one DEBUG summary per
+    `summary_seconds` is written, naming the kind and the count but never the bytes.
+    Everything else (an exception escaping a handler: our bug) is logged as before.
+    """
+
+    def __init__(
+        self,
+        listener: str,
+        on_parse_error: Callable[[str], None],
+        summary_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+        self.listener = listener
+        self.on_parse_error = on_parse_error
+        self.summary_seconds = summary_seconds
+        self.clock = clock
+        self._unreported = 0
+        self._last_summary: float | None = None
+        self._summaries = get_logger("catbot.http")
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        kind = parse_error_kind(_exception_of(kwargs.get("exc_info")))
+        if kind is None:
+            super().log(level, msg, *args, **kwargs)
+            return
+        self.on_parse_error(kind)
+        self._unreported += 1
+        now = self.clock()
+        if self._last_summary is None or now - self._last_summary >= self.summary_seconds:
+            self._summaries.debug("http_parse_errors", listener=self.listener, kind=kind,
+                            count=self._unreported, every_seconds=self.summary_seconds)
+            self._unreported = 0
+            self._last_summary = now
+
+
+def _exception_of(exc_info: object) -> BaseException:
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        exc_info = exc_info[1]
+    return exc_info if isinstance(exc_info, BaseException) else Exception()

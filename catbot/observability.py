@@ -41,9 +41,12 @@ class Metrics:
         self.crc_responses = Counter(
             "catbot_crc_responses", "CRC challenges answered", registry=r
         )
+        # Anyone can send a CRC-shaped GET, so this tells when one was answered, not that X
+        # checked us: alerts use catbot_webhook_valid and catbot_webhook_checked_*.
         self.last_crc = Gauge(
             "catbot_last_crc_timestamp_seconds",
-            "Unix time of the last CRC challenge answered", registry=r,
+            "Unix time of the last CRC challenge answered (from anyone: not proof that X "
+            "checked the webhook)", registry=r,
         )
         self.signature_failures = Counter(
             "catbot_signature_failures", "Rejected webhook signatures by reason", ["reason"],
@@ -100,6 +103,22 @@ class Metrics:
         )
         # Unknown is not invalid: an alert on `== 0` must not fire before anyone looked.
         self.webhook_valid.set(float("nan"))
+        self.webhook_checks = Counter(
+            "catbot_webhook_checks",
+            "Times the daemon asked X about the webhook at CATBOT_PUBLIC_URL, by outcome "
+            "(valid, invalid, unregistered, error)", ["outcome"], registry=r,
+        )
+        # 0 until X first answered: an alert on its age also fires when nobody is watching.
+        self.webhook_checked = Gauge(
+            "catbot_webhook_checked_timestamp_seconds",
+            "Unix time X's management API last told the daemon whether its webhook is valid",
+            registry=r,
+        )
+        self.http_parse_errors = Counter(
+            "catbot_http_parse_errors",
+            "Requests that were not valid HTTP (refused with 400 before any handler), "
+            "by listener (public, internal) and kind", ["listener", "kind"], registry=r,
+        )
 
 
 @dataclass

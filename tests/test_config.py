@@ -14,6 +14,9 @@ from catbot.config import (
     Settings,
     env_name,
     load_settings,
+    redact_url,
+    secret_fields,
+    variable_for,
 )
 
 SEED_NAMES = ("consumer_key", "consumer_secret", "access_token", "access_token_secret")
@@ -449,3 +452,106 @@ def test_secrets_are_masked_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     text = repr(load_settings(None)) + str(load_settings(None))
     for value in values.values():
         assert value not in text
+
+
+# Secrets: blank means unset (issue 15) ------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+BLANKS = ["", " ", "  \t "]
+
+
+def test_the_credentials_are_secret_settings() -> None:
+    fields = secret_fields()
+    assert {"x_consumer_key", "x_consumer_secret", "x_access_token", "x_access_token_secret",
+            "x_bearer_token", "x_consumer_secret_previous"} <= fields
+    for field in fields:  # the type is what masks the value in repr and errors
+        assert "SecretStr" in str(Settings.model_fields[field].annotation)
+
+
+@pytest.mark.parametrize("blank", BLANKS)
+@pytest.mark.parametrize("field", sorted(secret_fields()))
+def test_a_blank_secret_is_unset(monkeypatch: pytest.MonkeyPatch, field: str, blank: str) -> None:
+    monkeypatch.setenv(variable_for(field), blank)
+    assert getattr(load_settings(None), field) is None
+
+
+@pytest.mark.parametrize("blank", BLANKS)
+def test_a_blank_previous_secret_signs_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, blank: str
+) -> None:
+    """The rotation secret blanked after a rotation, in the environment or in `.env` (an
+    unset ${VAR} in a template renders the same)."""
+    full_credentials(monkeypatch)
+    monkeypatch.setenv("CATBOT_X_CONSUMER_SECRET_PREVIOUS", blank)
+    assert load_settings(None).signing_secrets() == ["cs-value-2"]
+    monkeypatch.delenv("CATBOT_X_CONSUMER_SECRET_PREVIOUS")
+    env_file = tmp_path / "blank.env"
+    env_file.write_text(f"CATBOT_X_CONSUMER_SECRET_PREVIOUS={blank}\n")
+    assert load_settings(env_file).signing_secrets() == ["cs-value-2"]
+
+
+@pytest.mark.parametrize("blank", BLANKS)
+@pytest.mark.parametrize("variable", CREDENTIAL_VARS)
+def test_a_blank_required_secret_is_missing_by_name(
+    monkeypatch: pytest.MonkeyPatch, variable: str, blank: str
+) -> None:
+    full_credentials(monkeypatch)
+    monkeypatch.setenv(variable, blank)
+    with pytest.raises(ConfigError) as info:
+        load_settings(None).require_credentials()
+    assert f"{variable}: missing" in str(info.value)
+
+
+# Log level in any case ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("typed", ["debug", "Debug", "DEBUG", " info ", "Warning", "error"])
+def test_log_level_in_any_case(monkeypatch: pytest.MonkeyPatch, typed: str) -> None:
+    monkeypatch.setenv("CATBOT_LOG_LEVEL", typed)
+    assert load_settings(None).log_level == typed.strip().upper()
+
+
+def test_an_unknown_log_level_is_still_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CATBOT_LOG_LEVEL", "verbose")
+    assert "CATBOT_LOG_LEVEL" in config_error()
+
+
+# URLs fit to print ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("userinfo", ["user:pa55@", "user@", ":pa55@", "us%40er:p%3Ass@"])
+@pytest.mark.parametrize("rest", ["127.0.0.1:8099", "api.x.com", "[::1]:80/base?x=1"])
+def test_redact_url_hides_the_userinfo_and_keeps_the_rest(userinfo: str, rest: str) -> None:
+    shown = redact_url(f"https://{userinfo}{rest}")
+    assert shown == f"https://***@{rest}"
+    assert "pa55" not in shown and "user" not in shown
+
+
+def test_redact_url_leaves_plain_urls_alone() -> None:
+    for url in ("https://api.x.com", "http://127.0.0.1:8099/path?q=a@b"):
+        assert redact_url(url) == url
+
+
+# The README's configuration table says which settings are secrets ----------------------------
+
+
+def _readme_config_rows() -> dict[str, str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and len(cells) >= 2:
+            for variable in re.findall(r"`([A-Z_]+)`", cells[0]):
+                rows[variable] = cells[1]
+    return rows
+
+
+def test_readme_marks_every_secret_setting() -> None:
+    rows = _readme_config_rows()
+    for field in secret_fields():
+        variable = variable_for(field)
+        assert variable in rows, f"{variable} is not in the README's configuration table"
+        assert rows[variable].startswith("🔒"), f"{variable} is not marked secret"
+    marked = {variable for variable, meaning in rows.items() if meaning.startswith("🔒")}
+    assert "CATBOT_PORT" not in marked and "CATBOT_X_API" not in marked

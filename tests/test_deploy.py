@@ -773,7 +773,7 @@ def test_alerts_use_metrics_the_daemon_exports(rendered: dict[str, list[Doc]],
     for expr in exprs:
         check_expression(expr, live)
     text = " ".join(exprs)
-    for needed in ("catbot_webhook_valid", "catbot_last_crc_timestamp_seconds",
+    for needed in ("catbot_webhook_valid", "catbot_webhook_checked_timestamp_seconds",
                    "catbot_signature_failures_total", "catbot_outbox_depth",
                    "catbot_dead_letters_total", "catbot_rate_limit_wait_seconds_total",
                    "catbot_ready", "kube_deployment_status_replicas_available"):

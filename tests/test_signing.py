@@ -8,6 +8,7 @@ import hashlib
 import hmac
 
 import pytest
+import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -85,6 +86,33 @@ BODY = b'{"for_user_id":"1000","direct_message_events":[{"id":"1"}]}'
 def test_verifier_requires_a_secret() -> None:
     with pytest.raises(ValueError):
         SignatureVerifier([])
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t\n  "])
+@pytest.mark.parametrize("position", [0, 1])
+def test_verifier_refuses_a_blank_secret_anywhere(blank: str, position: int) -> None:
+    """HMAC takes an empty key: a verifier holding one accepts anyone's signature."""
+    secrets = ["a-real-consumer-secret-of-50-characters-000000000"]
+    secrets.insert(position, blank)
+    with pytest.raises(ValueError, match="empty"):
+        SignatureVerifier(secrets)
+
+
+def _warnings_for(secrets: list[str]) -> list[dict[str, object]]:
+    with structlog.testing.capture_logs() as logs:
+        SignatureVerifier(secrets)
+    return [entry for entry in logs if entry["event"] == "short_signing_secret"]
+
+
+def test_verifier_warns_about_short_secrets_without_showing_them() -> None:
+    long_one = "L" * 32
+    short = "s" * 31
+    assert _warnings_for([long_one]) == []
+    warned = _warnings_for([long_one, short])
+    assert [(w["position"], w["log_level"]) for w in warned] == [(2, "warning")]
+    assert short not in repr(warned) and long_one not in repr(warned)
+    # Short secrets still work: the emulator and tests use made-up ones.
+    assert SignatureVerifier([short]).verify(reference(short, BODY), BODY).ok
 
 
 def test_verifier_accepts_correct_signature() -> None:
@@ -237,14 +265,18 @@ def test_well_formed_random_digest_is_mismatch_unless_correct(digest: bytes, bod
         assert verdict == Verdict(False, "mismatch")
 
 
-@given(secret=st.text(min_size=1), body=st.binary())
+# Any secret the verifier takes: not empty, not only whitespace.
+usable_secrets = st.text(min_size=1).filter(lambda s: s.strip() != "")
+
+
+@given(secret=usable_secrets, body=st.binary())
 @settings(max_examples=200, deadline=None)
 def test_correct_signature_always_passes(secret: str, body: bytes) -> None:
     verifier = SignatureVerifier([secret])
     assert verifier.verify(reference(secret, body), body) == Verdict(True, "ok")
 
 
-@given(secret=st.text(min_size=1), body=st.binary(), other=st.binary())
+@given(secret=usable_secrets, body=st.binary(), other=st.binary())
 @settings(max_examples=200, deadline=None)
 def test_signature_of_other_body_fails(secret: str, body: bytes, other: bytes) -> None:
     verifier = SignatureVerifier([secret])

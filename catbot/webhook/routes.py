@@ -11,11 +11,12 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from catbot.logs import get_logger
 from catbot.models import InboundDM
@@ -129,6 +130,14 @@ class WebhookHandler:
         if length is not None and length > self.policy.max_body_bytes:
             self.metrics.webhook_requests.labels("too_large").inc()
             return _error(413, f"body larger than {self.policy.max_body_bytes} bytes")
+        if not _identity(request.headers.getall(hdrs.CONTENT_ENCODING, ())):
+            # X signs and sends the raw JSON; a compressed body would have to be inflated
+            # before anyone is authenticated. The listener does not decompress (app.py).
+            self.metrics.webhook_requests.labels("unsupported_encoding").inc()
+            return web.json_response(
+                {"error": "Content-Encoding is not supported: send the body as is"},
+                status=415, headers={hdrs.ACCEPT_ENCODING: "identity"},
+            )
         try:
             if request.content.is_eof():
                 # The whole body came in with the headers (the usual case): no timer to arm.
@@ -148,6 +157,10 @@ class WebhookHandler:
         except web.HTTPRequestEntityTooLarge:
             self.metrics.webhook_requests.labels("too_large").inc()
             return _error(413, f"body larger than {self.policy.max_body_bytes} bytes")
+        except (web.RequestPayloadError, HttpProcessingError):
+            # A body that is not valid HTTP framing (a broken chunk): the client's fault.
+            self.metrics.webhook_requests.labels("bad_body").inc()
+            return _error(400, "the request body could not be read")
 
         verdict = self.verifier.verify(request.headers.get(SIGNATURE_HEADER), body)
         if not verdict.ok:
@@ -201,6 +214,12 @@ class WebhookHandler:
 
         self._accepted.inc()
         return web.Response(body=_OK_BODY, content_type="application/json", charset="utf-8")
+
+
+def _identity(encodings: Sequence[str]) -> bool:
+    """True when Content-Encoding (possibly repeated, comma-separated) names no coding."""
+    codings = (c.strip().lower() for value in encodings for c in value.split(","))
+    return all(c in ("", "identity") for c in codings)
 
 
 def add_routes(app: web.Application, path: str, handler: WebhookHandler) -> None:

@@ -12,9 +12,14 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from catbot.logs import get_logger
 from catbot.signing import sign_body
 
 _PREFIX = "sha256="
+
+# RFC 2104 asks for HMAC keys at least as long as the hash output (32 bytes for SHA-256);
+# X's consumer secrets are 50 characters.
+MIN_SECRET_LENGTH = 32
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,18 @@ class SignatureVerifier:
     def __init__(self, secrets: Sequence[str]) -> None:
         if not secrets:
             raise ValueError("at least one consumer secret is needed to verify signatures")
+        for position, secret in enumerate(secrets):
+            # An empty key is a key everyone has: any stranger could sign a delivery.
+            if not secret.strip():
+                raise ValueError(
+                    f"consumer secret #{position + 1} is empty: refusing to verify with it"
+                )
+            if len(secret) < MIN_SECRET_LENGTH:
+                # Not refused: tests and emulators use short made-up secrets on purpose.
+                get_logger("catbot.webhook").warning(
+                    "short_signing_secret", position=position + 1,
+                    shorter_than=MIN_SECRET_LENGTH,
+                )
         self._secrets = tuple(secrets)
 
     def verify(self, header: str | None, body: bytes) -> Verdict:
