@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -27,7 +28,7 @@ from catbot.facts import CorpusSource, FactSource, RemoteSource
 from catbot.logs import AccessLog, ServerErrorLog, get_logger
 from catbot.observability import Health, Metrics, internal_app
 from catbot.outbox import Outbox, OutboxSettings
-from catbot.ratelimit import RateGate, SendBudget, SharedSendBudget
+from catbot.ratelimit import DM, POST, Allowance, RateGate, SendBudget, SharedSendBudget
 from catbot.store import Store, create_store
 from catbot.webhook.routes import WebhookHandler, WebhookPolicy, add_routes
 from catbot.webhook.signature import SignatureVerifier
@@ -121,8 +122,7 @@ class Daemon:
                     rate_limit_default_wait_seconds=s.rate_limit_default_wait_seconds,
                     store_timeout_seconds=s.store_timeout_seconds,
                 ),
-                gate=RateGate(),
-                budget=self._budget(),
+                allowances=self._allowances(),
             )
             self.handler = handler = WebhookHandler(
                 WebhookPolicy(
@@ -279,13 +279,24 @@ class Daemon:
     async def _update_depth(self) -> None:
         self.metrics.outbox_depth.set(await self.store.depth())
 
-    def _budget(self) -> SendBudget:
-        """Our DM budget: in-process for one daemon, in Redis when replicas share a store."""
-        windows = {900.0: self.settings.dm_budget_15min, 86400.0: self.settings.dm_budget_24h}
+    def _allowances(self) -> dict[str, Allowance]:
+        """A gate and a budget for each endpoint family: X counts DMs and posts apart."""
+        s = self.settings
+        windows = {
+            DM: {900.0: s.dm_budget_15min, 86400.0: s.dm_budget_24h},
+            POST: {900.0: s.post_budget_15min, 86400.0: s.post_budget_24h},
+        }
+        return {family: Allowance(RateGate(), self._budget(family, family_windows))
+                for family, family_windows in windows.items()}
+
+    def _budget(self, family: str, windows: dict[float, int]) -> SendBudget:
+        """Our budget for a family: in-process for one daemon, in Redis when replicas share
+        a store."""
         from catbot.store.redis import RedisStore
 
         if isinstance(self.store, RedisStore):
-            return SharedSendBudget(windows, self.store.take_send_slot)
+            return SharedSendBudget(windows, functools.partial(self.store.take_send_slot,
+                                                               family=family))
         return SendBudget(windows)
 
     async def _prune(self) -> None:

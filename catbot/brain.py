@@ -13,8 +13,13 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Final
 
-# X caps a DM at 10,000 characters; facts are far shorter, the suffix is user-set.
-MAX_DM_CHARS = 10_000
+from catbot.textfit import (
+    MAX_DM_CHARS,
+    MAX_POST_WEIGHT,
+    Channel,
+    fit_reply,
+    post_weight,
+)
 
 # The languages the bot speaks: English and Chinese (Simplified).
 LANGUAGES: Final = ("en", "zh")
@@ -251,8 +256,14 @@ def _counted(state: UserState) -> UserState:
 _COMMAND_OF_ACTION = {Action.HELP: "help", Action.STOPPED: "stop", Action.STARTED: "start"}
 
 
-def render(decision: Decision, fact_text: str | None, policy: Policy) -> str:
-    """The text to send for a replying decision, with the configured suffix."""
+def render(
+    decision: Decision, fact_text: str | None, policy: Policy, channel: Channel = "dm"
+) -> str:
+    """The text to send for a replying decision on `channel`, with the configured suffix.
+
+    Never longer than X takes on that channel (see `catbot.textfit`): the suffix is
+    shortened or dropped first, and only a body that cannot fit alone is cut short.
+    """
     if decision.action is Action.FACT:
         if fact_text is None:
             raise ValueError("a FACT decision needs the fact's text")
@@ -265,10 +276,16 @@ def render(decision: Decision, fact_text: str | None, policy: Policy) -> str:
         body = texts[_COMMAND_OF_ACTION[decision.action]]
     else:
         raise ValueError(f"decision {decision.action.value} has no reply")
-    text = body + policy.reply_suffix
-    return text[:MAX_DM_CHARS]
+    return fit_reply(body, policy.reply_suffix, channel)
 
 
-def fact_length_budget(policy: Policy) -> int:
-    """The longest fact that still fits in one tweet-sized reply with the suffix."""
-    return max(40, 280 - len(policy.reply_suffix))
+def fact_length_budget(policy: Policy, channel: Channel = "dm") -> int:
+    """The longest fact that fits beside the whole suffix in one reply on `channel`.
+
+    For posts it is a weighted length, as X counts posts; for DMs a count of characters.
+    The fact source prefers unseen facts within it and otherwise takes a longer one, whose
+    reply then carries a shortened suffix or none.
+    """
+    if channel == "post":
+        return max(0, MAX_POST_WEIGHT - post_weight(policy.reply_suffix))
+    return max(0, MAX_DM_CHARS - len(policy.reply_suffix))

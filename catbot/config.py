@@ -99,8 +99,16 @@ class Settings(BaseSettings):
     retry_initial_seconds: float = Field(default=0.5, gt=0)
     retry_max_seconds: float = Field(default=30.0, gt=0)
     rate_limit_default_wait_seconds: float = Field(default=60.0, gt=0)
+    # Our own budgets per endpoint family, the more generous documented figures (X answers
+    # 429 anyway). DMs: 200/15 min per user (developer.x.com v2 reference for
+    # POST /2/dm_conversations/.../messages; docs.x.com/x-api/fundamentals/rate-limits now
+    # says 15/15 min) and 1,000/24 h per user (v1.1 direct_messages/events/new page;
+    # docs.x.com: 1,440/24 h). Posts (POST /2/tweets): 100/15 min per user and 10,000/24 h
+    # per app, docs.x.com/x-api/fundamentals/rate-limits ("Manage posts").
     dm_budget_15min: int = Field(default=200, ge=1)
     dm_budget_24h: int = Field(default=1000, ge=1)
+    post_budget_15min: int = Field(default=100, ge=1)
+    post_budget_24h: int = Field(default=10_000, ge=1)
 
     # What the bot says.
     cooldown_seconds: float = Field(default=10.0, ge=0)

@@ -78,6 +78,18 @@ class Metrics:
             "catbot_rate_limit_wait_seconds", "Seconds sending was paused by rate limits",
             registry=r,
         )
+        # The same pauses by endpoint family (dm, post): X counts each family apart. New
+        # names rather than a new label, so queries on the two above keep their meaning.
+        self.rate_limit_family_waits = Counter(
+            "catbot_rate_limit_family_waits",
+            "Times sending paused for a rate limit, by endpoint family and source",
+            ["family", "source"], registry=r,
+        )
+        self.parked_jobs = Counter(
+            "catbot_parked_jobs",
+            "Jobs handed back until their endpoint family's rate limit leaves room",
+            ["family"], registry=r,
+        )
         self.outbox_depth = Gauge(
             "catbot_outbox_depth", "Jobs waiting or in progress in the outbox", registry=r
         )

@@ -4,6 +4,11 @@ At-least-once: a job is acked only after X accepted the DM. A worker that dies m
 leaves the claim to expire (or to be handed back at the next start-up), and another worker
 answers it. While a worker holds a job it keeps extending the lease, so a long rate-limit
 wait never lets a second worker send the same reply.
+
+Each reply goes out on an endpoint family (`family_of`: a DM, or a public post for a
+mention) with its own allowance (`catbot.ratelimit`). A job whose family cannot send for
+longer than `park_after_seconds` is handed back until it can ("parked") rather than held:
+a worker waiting out a 15-minute posting limit would be a worker no DM can use.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from tenacity import (
@@ -28,8 +33,9 @@ from catbot.facts import FactSource
 from catbot.logs import get_logger
 from catbot.models import InboundDM, Job
 from catbot.observability import Metrics
-from catbot.ratelimit import RateGate, SendBudget
+from catbot.ratelimit import DM, POST, Allowance, WaitTooLong
 from catbot.store import Store
+from catbot.textfit import Channel
 from catbot.x.dm import (
     AppSendError,
     DMSender,
@@ -55,6 +61,8 @@ class OutboxSettings:
     # A job whose retries ran out waits this long (times 2**attempts, capped) before its next try.
     requeue_base_seconds: float = 5.0
     requeue_max_seconds: float = 300.0
+    # A job whose family has no room for longer than this is handed back until it has.
+    park_after_seconds: float = 10.0
 
 
 class Outbox:
@@ -66,8 +74,7 @@ class Outbox:
         policy: Policy,
         metrics: Metrics,
         settings: OutboxSettings,
-        gate: RateGate,
-        budget: SendBudget,
+        allowances: Mapping[str, Allowance],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -76,16 +83,17 @@ class Outbox:
         self.policy = policy
         self.metrics = metrics
         self.settings = settings
-        self.gate = gate
-        self.budget = budget
+        # One per endpoint family the bot sends on; a job's family must be among them.
+        self.allowances = dict(allowances)
         self.clock = clock
         self._tasks: list[asyncio.Task[None]] = []
         self._wakeups: list[asyncio.Event] = []
         self._stopping = asyncio.Event()
         self._busy = 0
         # Nothing is known yet of what X still allows (a restart may come mid-window): the
-        # first send probes, and its headers size the rest.
-        self.gate.require_probe()
+        # first send of each family probes, and its headers size the rest.
+        for allowance in self.allowances.values():
+            allowance.gate.require_probe()
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -186,11 +194,15 @@ class Outbox:
             await self.store.complete(job, decision.state)
             return
 
-        decision, fact_text = await self._with_fact(decision)
-        text = render(decision, fact_text, self.policy)
+        channel = family_of(event)
+        decision, fact_text = await self._with_fact(decision, channel)
+        text = render(decision, fact_text, self.policy, channel)
 
         try:
             sent = await self.deliver(event, text)
+        except WaitTooLong as exc:
+            # Nothing is saved: the job comes back as it was and is decided afresh then.
+            await self._park(job, channel, exc.until)
         except PermanentSendError as exc:
             await self._dead_letter(job, decision, str(exc))
         except (TransientSendError, AppSendError) as exc:
@@ -198,11 +210,13 @@ class Outbox:
         else:
             await self._complete(job, decision, sent)
 
-    async def _with_fact(self, decision: Decision) -> tuple[Decision, str | None]:
+    async def _with_fact(
+        self, decision: Decision, channel: Channel
+    ) -> tuple[Decision, str | None]:
         if decision.action is not Action.FACT:
             return decision, None
         fact, seen = await self.facts.fact_for(
-            decision.state.seen_facts, fact_length_budget(self.policy),
+            decision.state.seen_facts, fact_length_budget(self.policy, channel),
             language=decision.language,
         )
         return replace(decision, state=replace(decision.state, seen_facts=seen)), fact.text
@@ -225,6 +239,15 @@ class Outbox:
         self.metrics.dead_letters.labels(_reason_label(reason)).inc()
         log.warning("dead_lettered", event_id=job.event.event_id, reason=reason)
 
+    async def _park(self, job: Job, family: str, until: float) -> None:
+        now = self.clock()
+        await self.store.release(job, until, f"{family} rate limit: waiting for room")
+        self.metrics.parked_jobs.labels(family).inc()
+        # Still a pause for a rate limit, counted when it starts since no worker sits it out.
+        self.metrics.rate_limit_wait_seconds.inc(max(0.0, until - now))
+        log.info("parked", event_id=job.event.event_id, family=family,
+                 retry_in=round(until - now, 1))
+
     async def _requeue(self, job: Job, exc: Exception) -> None:
         delay = min(
             self.settings.requeue_max_seconds,
@@ -237,7 +260,10 @@ class Outbox:
     # Sending ------------------------------------------------------------------------------
 
     async def deliver(self, event: InboundDM, text: str) -> SentDM:
-        """Send one DM: retry transient failures, wait out rate limits without counting."""
+        """Send one reply: retry transient failures, wait out short rate limits without
+        counting; `WaitTooLong` when its family has no room for `park_after_seconds`."""
+        family = family_of(event)
+        allowance = self.allowances[family]
         while True:
             retrying = AsyncRetrying(
                 stop=stop_after_attempt(self.settings.max_attempts),
@@ -252,31 +278,38 @@ class Outbox:
             try:
                 async for attempt in retrying:
                     with attempt:
-                        return await self._attempt(event, text)
+                        return await self._attempt(event, text, family, allowance)
             except RateLimited:
-                # The gate is already closed; the loop waits at it, attempts start afresh.
-                self.metrics.rate_limit_waits.labels("x_429").inc()
+                # The gate is already closed; the loop waits at it (or parks the job),
+                # attempts start afresh.
+                self._count_wait(family, "x_429")
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _attempt(self, event: InboundDM, text: str) -> SentDM:
+    async def _attempt(
+        self, event: InboundDM, text: str, family: str, allowance: Allowance
+    ) -> SentDM:
+        gate = allowance.gate
+        max_wait = self.settings.park_after_seconds
         # The gate holds a slot for this request until it comes back: requests in flight
         # never outnumber what X said remains.
-        is_probe, waited = await self.gate.acquire()
+        is_probe, waited = await gate.acquire(max_wait)
         passed = False
-        reply_to = event.tweet_id if event.kind == "mention" and event.tweet_id else None
         spent = False
         sent: SentDM | None = None
         try:
-            budget_wait = await self.budget.reserve()
+            try:
+                budget_wait = await allowance.budget.reserve(max_wait)
+            except WaitTooLong:
+                self._count_wait(family, "budget")
+                raise
             if budget_wait > 0:
-                self.metrics.rate_limit_waits.labels("budget").inc()
+                self._count_wait(family, "budget")
             self.metrics.rate_limit_wait_seconds.inc(waited + budget_wait)
             started = time.perf_counter()
-            # A public reply spends X's posting allowance, not the DM one the gate sizes.
-            spent = reply_to is None
+            spent = True
             try:
-                if reply_to is not None:
-                    sent = await self.sender.reply_to_post(reply_to, text)
+                if family == POST and event.tweet_id is not None:
+                    sent = await self.sender.reply_to_post(event.tweet_id, text)
                 else:
                     sent = await self.sender.send(event.sender_id, text)
             except RateLimited as exc:
@@ -284,32 +317,43 @@ class Outbox:
                 reset_at = exc.reset_at or (
                     self.clock() + self.settings.rate_limit_default_wait_seconds
                 )
-                self.gate.close(reset_at)
-                log.warning("rate_limited", reset_in=round(reset_at - self.clock(), 1))
+                gate.close(reset_at)
+                log.warning("rate_limited", family=family,
+                            reset_in=round(reset_at - self.clock(), 1))
                 raise
             finally:
                 self.metrics.send_seconds.observe(time.perf_counter() - started)
             passed = True
         finally:
-            dm_answer = sent if reply_to is None else None
-            self.gate.release(
+            # The answer's x-rate-limit-* headers are about this family's route alone.
+            gate.release(
                 is_probe,
                 passed,
-                remaining=dm_answer.remaining if dm_answer else None,
-                reset_at=dm_answer.reset_at if dm_answer else None,
+                remaining=sent.remaining if sent else None,
+                reset_at=sent.reset_at if sent else None,
                 spent=spent,
             )
         if sent.remaining == 0 and sent.reset_at is not None:
             # X says the window is used up: pause before it has to answer 429.
-            self.gate.close(sent.reset_at)
-            self.metrics.rate_limit_waits.labels("x_remaining").inc()
+            gate.close(sent.reset_at)
+            self._count_wait(family, "x_remaining")
         return sent
+
+    def _count_wait(self, family: str, source: str) -> None:
+        self.metrics.rate_limit_waits.labels(source).inc()
+        self.metrics.rate_limit_family_waits.labels(family, source).inc()
 
     def _count_retry(self, state: RetryCallState) -> None:
         outcome = state.outcome
         exc = outcome.exception() if outcome is not None else None
         self.metrics.retries.labels(getattr(exc, "cause", "error")).inc()
         log.info("send_retry", attempt=state.attempt_number, error=str(exc))
+
+
+def family_of(event: InboundDM) -> Channel:
+    """The endpoint family a reply to `event` goes out on: a post for a mention (a public
+    reply), a DM otherwise."""
+    return POST if event.kind == "mention" and event.tweet_id else DM
 
 
 def strip_mentions(text: str) -> str:

@@ -1,4 +1,14 @@
-"""Staying inside X's DM rate limits, shared by every worker of the process.
+"""Staying inside X's rate limits, shared by every worker of the process.
+
+X counts each endpoint family apart: "Each endpoint has its own limits"
+(docs.x.com/x-api/fundamentals/rate-limits, xdevplatform/docs
+x-api/fundamentals/rate-limits.mdx). A 429 from `POST /2/tweets` says nothing of the DM
+routes. So every family the bot sends on has its own `Allowance` (a gate and a budget),
+looked up by family name; adding one (X Chat sends) is one more entry, not a rewrite:
+
+- `dm`: `POST /2/dm_conversations/with/:participant_id/messages` (v2, XAA) and
+  `POST /1.1/direct_messages/events/new.json` (v1.1): the bot uses one of them, by flavour.
+- `post`: `POST /2/tweets` (public replies to mentions, every flavour).
 
 `RateGate`: a 429 closes the gate for everyone until X's reset time (plus jitter). When it
 reopens, one request probes; the others follow only once the probe passed, so a still-closed
@@ -8,23 +18,42 @@ in the window, no more than that are in flight at once, so none is spent on a 42
 `SendBudget`: our own sliding-window budgets (per 15 min and per 24 h), so the bot does not
 send faster than the documented limits even before X answers 429. `SharedSendBudget`: the
 same budgets kept in a store that every replica shares (Redis), since X counts the bot
-account's DMs, not one process's.
+account's sends, not one process's.
+
+Both take a `max_wait`: a caller that will not wait that long gets `WaitTooLong` with the
+time room may open, instead of a nap (the outbox then hands its job back until then, so a
+closed family never holds the workers that another family's jobs need).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
+# The endpoint families the bot sends on (see the module notes).
+DM: Final = "dm"
+POST: Final = "post"
+
+
+class WaitTooLong(Exception):
+    """No room before `until` (Unix time), further off than the caller would wait."""
+
+    def __init__(self, until: float) -> None:
+        super().__init__(f"no room until {until:.0f}")
+        self.until = until
+
 
 class RateGate:
-    """X's DM allowance as the process knows it, shared by every worker.
+    """One endpoint family's allowance at X as the process knows it, shared by every worker.
 
     Three things keep requests inside what X allows, so that none is spent on a 429:
 
@@ -82,15 +111,18 @@ class RateGate:
         self._needs_probe = True
         self._notify()
 
-    async def acquire(self) -> tuple[bool, float]:
+    async def acquire(self, max_wait: float = math.inf) -> tuple[bool, float]:
         """Wait until a request may go and hold a slot for it until `release`.
 
-        Returns (is_probe, seconds waited).
+        Returns (is_probe, seconds waited). `WaitTooLong` (holding nothing) when the gate is
+        closed, or the window used up, for longer than `max_wait` from now.
         """
         started = self._clock()
         while True:
             now = self._clock()
             delay = self.closed_until - now
+            if delay > max_wait:
+                raise WaitTooLong(self.closed_until)
             if delay > 0:
                 # Short naps: a later 429 may push the reset further out.
                 await self._sleep(min(delay, 1.0))
@@ -117,6 +149,8 @@ class RateGate:
                 nap = min(self.window_reset - now, 1.0)
                 if self.in_flight:
                     await self._changed_or_nap(nap)
+                elif self.window_reset - now > max_wait:
+                    raise WaitTooLong(self.window_reset)
                 else:
                     await self._sleep(nap)
                 continue
@@ -196,11 +230,16 @@ class SendBudget:
         self._longest = max(self._windows)
         self._lock = asyncio.Lock()
 
-    async def reserve(self) -> float:
-        """Wait for room in every window and take one slot. Returns seconds waited."""
+    async def reserve(self, max_wait: float = math.inf) -> float:
+        """Wait for room in every window and take one slot. Returns seconds waited.
+
+        `WaitTooLong` (taking nothing) when room opens later than `max_wait` from now.
+        """
         started = self._clock()
         async with self._lock:
             while (delay := self._delay()) > 0:
+                if delay > max_wait:
+                    raise WaitTooLong(self._clock() + delay)
                 await self._sleep(delay)
             self._sent.append(self._clock())
         return self._clock() - started
@@ -239,8 +278,18 @@ class SharedSendBudget(SendBudget):
         self._take_slot = take_slot
         self._max_nap = max_nap
 
-    async def reserve(self) -> float:
+    async def reserve(self, max_wait: float = math.inf) -> float:
         started = self._clock()
         while (delay := await self._take_slot(self._windows)) > 0:
+            if delay > max_wait:
+                raise WaitTooLong(self._clock() + delay)
             await self._sleep(min(delay, self._max_nap))
         return self._clock() - started
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """What one endpoint family may send: X's view of it (`gate`) and our own (`budget`)."""
+
+    gate: RateGate
+    budget: SendBudget

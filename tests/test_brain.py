@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twitter_text import parse_tweet
 
 from catbot.brain import (
     HELP_TEXT,
@@ -24,6 +25,8 @@ from catbot.brain import (
     render,
     utc_day,
 )
+from catbot.facts import load_corpus
+from catbot.textfit import ELLIPSIS
 
 # 2025-06-15 12:00:00 UTC, computed rather than hard-coded as an epoch number.
 NOON = datetime(2025, 6, 15, 12, 0, tzinfo=UTC).timestamp()
@@ -353,20 +356,24 @@ def test_render_none_decision_raises() -> None:
         render(decision, "fact", POLICY)
 
 
-def test_render_truncates_to_dm_limit() -> None:
+def test_render_cuts_a_body_over_the_dm_limit() -> None:
     policy = Policy.build(10.0, 5, None, "!" * 50)
     decision = decide("hi", user(), NOON, policy)
     text = render(decision, "a" * (MAX_DM_CHARS + 10), policy)
     assert len(text) == MAX_DM_CHARS
+    assert text == "a" * (MAX_DM_CHARS - len(ELLIPSIS)) + ELLIPSIS
 
 
 def test_fact_length_budget() -> None:
-    assert fact_length_budget(POLICY) == 280
-    suffix = " — sent by catbot"
-    assert fact_length_budget(Policy.build(1, 1, None, suffix)) == 280 - len(suffix)
-    assert fact_length_budget(Policy.build(1, 1, None, "x" * 1000)) == 40
-    assert fact_length_budget(Policy.build(1, 1, None, "x" * 240)) == 40
-    assert fact_length_budget(Policy.build(1, 1, None, "x" * 239)) == 41
+    assert fact_length_budget(POLICY) == MAX_DM_CHARS
+    assert fact_length_budget(POLICY, "post") == 280
+    suffix = " — sent by catbot 🐱 https://example.com/a/very/long/path/to/more/cat/facts"
+    weight = parse_tweet(suffix).weightedLength
+    assert weight < len(suffix)  # the URL counts 23, the emoji 2
+    assert fact_length_budget(Policy.build(1, 1, None, suffix), "post") == 280 - weight
+    assert fact_length_budget(Policy.build(1, 1, None, suffix)) == MAX_DM_CHARS - len(suffix)
+    assert fact_length_budget(Policy.build(1, 1, None, "猫" * 140), "post") == 0
+    assert fact_length_budget(Policy.build(1, 1, None, "x" * 20_000)) == 0
 
 
 def test_replies_property() -> None:
@@ -475,9 +482,127 @@ def test_conversation_invariants(steps: list[tuple[str, float]]) -> None:
 
 @given(suffix=st.text(max_size=400))
 def test_fact_length_budget_property(suffix: str) -> None:
-    budget = fact_length_budget(Policy.build(1, 1, None, suffix))
-    assert budget >= 40
-    assert budget == max(40, 280 - len(suffix))
+    policy = Policy.build(1, 1, None, suffix)
+    assert fact_length_budget(policy, "post") == max(0, 280 - parse_tweet(suffix).weightedLength)
+    assert fact_length_budget(policy, "dm") == MAX_DM_CHARS - len(suffix)
+
+
+# Replies that fit (issue 14) ----------------------------------------------------------------
+
+# Ordinary words: enough of them to make a suffix of any length up to 150 characters.
+SUFFIX_150 = (" — more cat facts every day from catbot, your friendly feline bot" * 3)[:150]
+
+
+def x_takes_post(text: str) -> bool:
+    """What X's counting library says of a post (docs.x.com/fundamentals/counting-characters)."""
+    result = parse_tweet(text)
+    return bool(result.valid) and result.weightedLength <= 280
+
+
+def test_help_with_a_150_character_suffix_fits_a_post() -> None:
+    assert len(SUFFIX_150) == 150
+    policy = Policy.build(10.0, 5, None, SUFFIX_150)
+    decision = decide("help", user(), NOON, policy)
+    assert not x_takes_post(HELP_TEXT + SUFFIX_150)  # what was sent before, and refused
+    text = render(decision, None, policy, "post")
+    assert x_takes_post(text)
+    assert text.startswith(HELP_TEXT)
+    kept = text[len(HELP_TEXT):]
+    # The suffix is cut back by whole words, and no further than it has to be.
+    assert kept and SUFFIX_150.startswith(kept)
+    next_word = SUFFIX_150[len(kept):].split(" ", 2)[:2]
+    assert not x_takes_post(text + " ".join(next_word))
+    # A DM has room for all of it.
+    assert render(decision, None, policy, "dm") == HELP_TEXT + SUFFIX_150
+
+
+def test_a_url_in_the_suffix_is_kept_whole_or_dropped() -> None:
+    url = "https://example.com/" + "cats/" * 40
+    policy = Policy.build(10.0, 5, None, " more: " + url + " 🐱")
+    decision = decide("hi", user(), NOON, policy)
+    # X counts the URL 23 whatever its length: a 240-weight fact leaves room for it...
+    fact = "a" * 240
+    assert render(decision, fact, policy, "post") == fact + " more: " + url + " 🐱"
+    # ...and a 260-weight fact does not: the URL goes, never a piece of it.
+    fact = "a" * 260
+    text = render(decision, fact, policy, "post")
+    assert x_takes_post(text) and text == fact + " more:"
+
+
+def test_a_body_too_long_for_a_post_is_cut_with_an_ellipsis() -> None:
+    policy = Policy.build(10.0, 5, None, " #cats")
+    decision = decide("猫", user(), NOON, policy)
+    cat, dot = parse_tweet("猫").weightedLength, parse_tweet(ELLIPSIS).weightedLength
+    text = render(decision, "猫" * 200, policy, "post")
+    assert text == "猫" * ((280 - dot) // cat) + ELLIPSIS
+    assert x_takes_post(text)
+    # Words are cut at a space when one is near.
+    text = render(decision, "purr " * 100, policy, "post")
+    assert x_takes_post(text) and text.endswith("purr" + ELLIPSIS)
+    assert parse_tweet(text).weightedLength > 270
+
+
+def test_characters_x_refuses_in_a_post_drop_the_suffix() -> None:
+    policy = Policy.build(10.0, 5, None, " #cats \ufeff")
+    decision = decide("hi", user(), NOON, policy)
+    assert render(decision, "Cats purr.", policy, "post") == "Cats purr. #cats"
+    assert render(decision, "Cats purr.", policy, "dm") == "Cats purr. #cats \ufeff"
+
+
+CORPUS_TEXTS = [f.text for lang in ("en", "zh") for f in load_corpus(lang)]
+SUFFIX_PIECES = [" ", "—", "#catfacts", "https://example.com/cats", "example.org", "猫咪知识",
+                 "🐱", "👨\u200d👩\u200d👧\u200d👦", "@catbot", "\n", "\ufffe", "café", "e\u0301"]
+suffixes = st.one_of(
+    st.text(max_size=300),
+    st.lists(st.sampled_from(SUFFIX_PIECES), max_size=80).map("".join),
+    st.integers(min_value=0, max_value=400).map(lambda n: (" purr" * 80)[:n]),
+)
+# (message, whether the user had stopped): facts, help, stop and start in both languages.
+messages = st.sampled_from([("hi", False), ("猫", False), ("help", False), ("帮助", False),
+                            ("stop", False), ("停止", False), ("start", True), ("开始", True)])
+facts = st.one_of(st.sampled_from(CORPUS_TEXTS), st.text(min_size=1, max_size=400))
+
+
+@given(suffix=suffixes, message=messages, fact=facts, language=st.sampled_from([None, "en", "zh"]))
+@settings(max_examples=400, deadline=None)
+def test_every_public_reply_is_a_post_x_takes(
+    suffix: str, message: tuple[str, bool], fact: str, language: str | None
+) -> None:
+    policy = Policy.build(10.0, 5, None, suffix, language=language)
+    text, stopped = message
+    decision = decide(text, user(opted_out=stopped), NOON, policy)
+    assert decision.replies
+    body = fact if decision.action is Action.FACT else decision.text
+    assert body is not None
+    reply = render(decision, fact, policy, "post")
+    assert x_takes_post(reply)
+    if x_takes_post(body + suffix):
+        assert reply == body + suffix
+    elif x_takes_post(body):
+        assert reply.startswith(body) and suffix.startswith(reply[len(body):])
+    else:
+        assert reply.endswith(ELLIPSIS)
+
+
+@given(suffix=st.one_of(suffixes, st.integers(9_000, 11_000).map(lambda n: "x " * (n // 2))),
+       message=messages, fact=st.one_of(facts, st.integers(9_990, 10_010).map("m".__mul__)))
+@settings(max_examples=200, deadline=None)
+def test_every_dm_reply_is_within_x_dm_limit(
+    suffix: str, message: tuple[str, bool], fact: str
+) -> None:
+    policy = Policy.build(10.0, 5, None, suffix)
+    text, stopped = message
+    decision = decide(text, user(opted_out=stopped), NOON, policy)
+    body = fact if decision.action is Action.FACT else decision.text
+    assert body is not None
+    reply = render(decision, fact, policy, "dm")
+    assert 0 < len(reply) <= MAX_DM_CHARS
+    if len(body + suffix) <= MAX_DM_CHARS:
+        assert reply == body + suffix
+    elif len(body) <= MAX_DM_CHARS:
+        assert reply.startswith(body) and suffix.startswith(reply[len(body):])
+    else:
+        assert reply.endswith(ELLIPSIS)
 
 
 def test_state_replace_keeps_frozen_semantics() -> None:

@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twitter_text import parse_tweet
 
 import catbot.facts
 from catbot.facts import (
@@ -136,11 +137,62 @@ def test_pick_unseen_never_repeats_until_exhausted_then_restarts() -> None:
         fact, seen = pick_unseen(facts, seen, rng)
         drawn.append(fact.id)
     assert len(set(drawn)) == len(facts)
-    assert seen == {f.id for f in facts}
+    # A new cycle has begun, remembering only which fact ended the last one.
+    assert seen == {"last:" + drawn[-1]}
 
     fact, seen = pick_unseen(facts, seen, rng)
-    assert fact in facts
+    assert fact in facts and fact.id != drawn[-1]
     assert seen == {fact.id}
+
+
+def assert_cycles(drawn: list[str], ids: set[str]) -> None:
+    """Each run of len(ids) picks from the start gives every fact once, and no fact follows
+    itself, at a cycle's turn either."""
+    for start in range(0, len(drawn), len(ids)):
+        cycle = drawn[start:start + len(ids)]
+        assert len(set(cycle)) == len(cycle) and set(cycle) <= ids, drawn
+    assert all(a != b for a, b in itertools.pairwise(drawn)), drawn
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_the_last_fact_of_a_cycle_never_comes_again_at_once(n: int) -> None:
+    # Issue 14: when the cycle started over, the fact just given could be drawn first.
+    facts = make_facts(n)
+    for seed in range(200):
+        rng = random.Random(seed)
+        seen: frozenset[str] = frozenset()
+        drawn = []
+        for _ in range(4 * n):
+            fact, seen = pick_unseen(facts, seen, rng)
+            drawn.append(fact.id)
+        assert_cycles(drawn, {f.id for f in facts})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sizes=st.fixed_dictionaries({"en": st.integers(2, 6), "zh": st.integers(2, 6)}),
+    asks=st.lists(st.tuples(st.sampled_from(["en", "zh"]), st.integers(0, 40)),
+                  min_size=1, max_size=60),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_no_repeat_across_resets_whatever_the_budget_and_language(
+    sizes: dict[str, int], asks: list[tuple[str, int]], seed: int
+) -> None:
+    # Budgets change between picks (a DM, then a post with a long suffix) and languages
+    # interleave: each language still cycles through all of its facts, and no cycle
+    # starts with the fact that ended the previous one.
+    facts = {
+        lang: [Fact(f"c:{lang}{i}", lang * (5 * i + 3)) for i in range(size)]
+        for lang, size in sizes.items()
+    }
+    source = CorpusSource(facts, random.Random(seed))
+    seen: frozenset[str] = frozenset()
+    drawn: dict[str, list[str]] = {"en": [], "zh": []}
+    for lang, budget in asks:
+        fact, seen = source.pick(seen, budget, lang)
+        drawn[lang].append(fact.id)
+    for lang, ids in drawn.items():
+        assert_cycles(ids, {f.id for f in facts[lang]})
 
 
 def test_pick_unseen_restart_keeps_ids_from_other_sources() -> None:
@@ -180,14 +232,23 @@ def test_pick_unseen_property(n: int, data: st.DataObject, rng: random.Random) -
     foreign = data.draw(st.sets(st.text(min_size=1, max_size=8).map(lambda s: "r:" + s)))
     seen = frozenset({facts[i].id for i in seen_idx} | foreign)
 
-    fact, new_seen = pick_unseen(facts, seen, rng)
+    preferred_idx = data.draw(st.sets(st.integers(min_value=0, max_value=n - 1)))
+    preferred = {facts[i].id for i in preferred_idx}
+
+    fact, new_seen = pick_unseen(facts, seen, rng, prefer=lambda f: f.id in preferred)
 
     assert fact in facts
-    if len(seen_idx) < n:
-        assert fact.id not in seen
-        assert new_seen == seen | {fact.id}
-    else:
+    unseen = ids - seen if len(seen_idx) < n else ids
+    assert fact.id in unseen
+    if unseen & preferred:
+        assert fact.id in preferred
+    if len(unseen) == 1:
+        # The cycle ends with this pick: the next one holds only a note of it.
+        assert new_seen == (seen - ids) | {"last:" + fact.id}
+    elif len(seen_idx) == n:
         assert new_seen == (seen - ids) | {fact.id}
+    else:
+        assert new_seen == seen | {fact.id}
     assert foreign <= new_seen
 
 
@@ -199,16 +260,29 @@ def short_and_long() -> list[Fact]:
     return [Fact("c:" + sha12(t), t) for t in texts]
 
 
-async def test_corpus_source_honours_max_length() -> None:
+async def test_corpus_source_prefers_facts_within_max_length_yet_cycles_through_all() -> None:
     source = CorpusSource(short_and_long(), random.Random(0))
     seen: frozenset[str] = frozenset()
     got = []
     for _ in range(6):
         fact, seen = await source.fact_for(seen, 20)
-        assert len(fact.text) <= 20
         got.append(fact.text)
-    # Two fitting facts: each pair of draws covers both before a restart.
-    assert set(got[:2]) == set(got[2:4]) == {"Short one.", "Short two."}
+    shorts = {"Short one.", "Short two."}
+    # The facts that fit come first in each cycle; the long one still has its turn.
+    assert set(got[:2]) == set(got[3:5]) == shorts
+    assert got[2] == got[5] == short_and_long()[2].text
+
+
+async def test_corpus_source_measures_facts_as_x_counts_a_post() -> None:
+    # 70 Chinese characters weigh 140 in a post; 100 Latin letters weigh 100.
+    chinese, latin = "猫" * 70, "a" * 100
+    budget = 120
+    assert len(chinese) <= budget < parse_tweet(chinese).weightedLength
+    assert parse_tweet(latin).weightedLength <= budget
+    facts = [Fact("c:" + sha12(t), t) for t in (chinese, latin)]
+    for seed in range(20):
+        fact, _ = await CorpusSource(facts, random.Random(seed)).fact_for(frozenset(), budget)
+        assert fact.text == latin
 
 
 async def test_corpus_source_uses_all_facts_when_none_fit() -> None:

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twitter_text import parse_tweet
 
+from catbot.brain import HELP_TEXT
 from catbot.facts import load_corpus
 from catbot.models import InboundDM
 from catbot.outbox import strip_mentions
@@ -178,3 +180,33 @@ def test_mentions_are_ignored_unless_switched_on(tmp_path: Path) -> None:
         assert world.replies_to(tweet_id) == []
         assert world.daemon.metrics()[
             'catbot_events_total{fate="mentions_off",kind="mention"}'] == 1
+
+
+# Issue 14: a public reply fits in a post, whatever the suffix.
+# Plain words, so that every one of its 150 characters counts 1 as X counts a post.
+SUFFIX_150 = (" — more cat facts every day from catbot, your friendly feline bot" * 3)[:150]
+
+
+def test_a_150_character_suffix_still_gives_replies_x_accepts(tmp_path: Path) -> None:
+    assert len(SUFFIX_150) == parse_tweet(SUFFIX_150).weightedLength == 150
+    # Before, help plus the suffix weighed more than a post may: X refused it (dead letter).
+    assert parse_tweet(HELP_TEXT + SUFFIX_150).weightedLength > 280
+    with MentionWorld(tmp_path, CATBOT_REPLY_SUFFIX=SUFFIX_150) as world:
+        help_post = world.mention("42", "@catbot help")
+        fact_post = world.mention("43", "@catbot tell me something")
+        world.emulator.dm("44", "help")
+        [help_reply] = wait_for(lambda: world.replies_to(help_post), what="the help reply")
+        [fact_reply] = wait_for(lambda: world.replies_to(fact_post), what="the fact reply")
+        [dm_reply] = wait_for(lambda: world.emulator.replies_to("44"), what="the DM reply")
+
+        for reply in (help_reply, fact_reply):
+            parsed = parse_tweet(reply)
+            assert parsed.valid and parsed.weightedLength <= 280, reply
+        # Help keeps the start of the suffix that fits; a fact that fits beside the whole
+        # suffix is chosen; a DM has room for all of it.
+        assert help_reply.startswith(HELP_TEXT) and SUFFIX_150.startswith(
+            help_reply[len(HELP_TEXT):])
+        assert fact_reply.endswith(SUFFIX_150) and fact_reply[:-150] in CORPUS
+        assert dm_reply == HELP_TEXT + SUFFIX_150
+        assert world.daemon.metrics().get('catbot_dms_sent_total{outcome="dead_letter"}',
+                                          0) == 0

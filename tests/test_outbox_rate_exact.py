@@ -31,7 +31,7 @@ from catbot.brain import Policy
 from catbot.models import InboundDM
 from catbot.observability import Metrics
 from catbot.outbox import Outbox, OutboxSettings
-from catbot.ratelimit import RateGate, SendBudget
+from catbot.ratelimit import DM, POST, Allowance, RateGate, SendBudget, WaitTooLong
 from catbot.x.dm import RateLimited, SentDM, TransientSendError
 from tests.harness import BOT_ID, BotAndX, Daemon, Emulator, free_port, wait_for
 
@@ -157,26 +157,44 @@ class FakeX:
         finally:
             self.out -= 1
 
+    # Posting has its own, separate window at X: `posts_left` more, then 429s until
+    # `posts_reset`.
+    posts_left = 50
+    posts_reset = 0.0
+    posts_refused = 0
+
     async def reply_to_post(self, tweet_id: str, text: str) -> SentDM:
-        # Posting has its own, separate window at X.
         await self.clock.sleep(0.01)
-        return SentDM(dm_event_id="post", remaining=1, reset_at=self.clock.now() + 900.0)
+        if self.posts_left <= 0:
+            self.posts_refused += 1
+            raise RateLimited("HTTP 429", self.posts_reset)
+        self.posts_left -= 1
+        return SentDM(dm_event_id="post", remaining=self.posts_left, reset_at=self.posts_reset)
 
     def per_window(self) -> list[int]:
         return list(Counter(self.window_of_sent).values())
 
 
 def make_outbox(clock: VirtualClock, x: FakeX, jitter: float = 0.25) -> Outbox:
-    gate = RateGate(clock=clock.now, sleep=clock.sleep, jitter=lambda: jitter)
-    budget = SendBudget({900.0: 1_000_000}, clock=clock.now, sleep=clock.sleep)
+    allowances = {
+        family: Allowance(
+            RateGate(clock=clock.now, sleep=clock.sleep, jitter=lambda: jitter),
+            SendBudget({900.0: 1_000_000}, clock=clock.now, sleep=clock.sleep),
+        )
+        for family in (DM, POST)
+    }
     settings = OutboxSettings(
         retry_initial_seconds=0.001, retry_max_seconds=0.002, max_attempts=50,
         rate_limit_default_wait_seconds=1.0,
     )
     return Outbox(
         store=cast(Any, None), sender=cast(Any, x), facts=cast(Any, None), policy=Policy(),
-        metrics=Metrics(), settings=settings, gate=gate, budget=budget, clock=clock.now,
+        metrics=Metrics(), settings=settings, allowances=allowances, clock=clock.now,
     )
+
+
+def dm_gate(outbox: Outbox) -> RateGate:
+    return outbox.allowances[DM].gate
 
 
 def dms(count: int) -> list[InboundDM]:
@@ -222,7 +240,7 @@ def test_exactly_the_limit_per_window_and_no_429(seed: int, workers: int) -> Non
     assert len(results) == 35
     assert x.refused == 0, f"{x.refused} calls wasted on 429"
     assert x.per_window() == [10, 10, 10, 5]
-    assert outbox.gate.in_flight == 0
+    assert dm_gate(outbox).in_flight == 0
 
 
 def test_start_up_mid_window_probes_first_and_wastes_nothing() -> None:
@@ -240,12 +258,12 @@ def test_in_flight_never_exceed_what_x_said_remains() -> None:
     clock = VirtualClock()
     x = FakeX(clock, limit=10, window=3.0, seed=3)
     outbox = make_outbox(clock, x)
-    gate = outbox.gate
+    gate = dm_gate(outbox)
     seen: list[tuple[int, int]] = []
     acquire = gate.acquire
 
-    async def watched_acquire() -> tuple[bool, float]:
-        got = await acquire()
+    async def watched_acquire(max_wait: float = math.inf) -> tuple[bool, float]:
+        got = await acquire(max_wait)
         if gate.remaining is not None:
             seen.append((gate.in_flight, gate.remaining))
         return got
@@ -283,7 +301,7 @@ def test_failures_without_headers_count_as_spent_and_never_wedge_the_gate() -> N
     assert len(results) == 25
     assert x.failed >= 5
     assert x.refused == 0
-    assert outbox.gate.in_flight == 0
+    assert dm_gate(outbox).in_flight == 0
 
 
 def test_a_429_reopens_with_a_single_probe() -> None:
@@ -298,21 +316,55 @@ def test_a_429_reopens_with_a_single_probe() -> None:
     assert x.per_window() == [10, 2]
 
 
-def test_public_replies_do_not_size_the_dm_allowance() -> None:
+def mention(n: int = 1) -> InboundDM:
+    return InboundDM(event_id=f"m{n}", sender_id=str(6000 + n), recipient_id=BOT_ID,
+                     for_user_id=BOT_ID, text="@catbot fact", created_at=0.0,
+                     kind="mention", tweet_id=str(777 + n))
+
+
+def test_public_replies_size_their_own_allowance_not_the_dm_one() -> None:
     clock = VirtualClock()
     x = FakeX(clock, limit=10, window=3.0)
+    x.posts_left, x.posts_reset = 4, clock.now() + 900.0
     outbox = make_outbox(clock, x)
-    mention = InboundDM(event_id="m1", sender_id="6000", recipient_id=BOT_ID,
-                        for_user_id=BOT_ID, text="@catbot fact", created_at=0.0,
-                        kind="mention", tweet_id="777")
+    post_gate = outbox.allowances[POST].gate
 
     async def main() -> None:
         await outbox.deliver(dms(1)[0], "a cat fact")
-        assert outbox.gate.remaining == 9
-        await outbox.deliver(mention, "a cat fact")
-        assert (outbox.gate.remaining, outbox.gate.in_flight) == (9, 0)
+        assert dm_gate(outbox).remaining == 9
+        await outbox.deliver(mention(), "a cat fact")
+        assert (dm_gate(outbox).remaining, dm_gate(outbox).in_flight) == (9, 0)
+        assert (post_gate.remaining, post_gate.window_reset) == (3, x.posts_reset)
 
     run(clock, main)
+
+
+@pytest.mark.parametrize("how", ["429", "remaining 0"])
+def test_a_rate_limited_post_leaves_dms_going_and_parks_posts(how: str) -> None:
+    # Issue 14: a 429 (or "0 remain") on POST /2/tweets closed the one gate DMs used too.
+    clock = VirtualClock()
+    x = FakeX(clock, limit=100, window=900.0)
+    x.posts_left = 0 if how == "429" else 1
+    x.posts_reset = clock.now() + 900.0
+    outbox = make_outbox(clock, x)
+
+    async def main() -> None:
+        if how == "429":
+            with pytest.raises(WaitTooLong) as raised:
+                await outbox.deliver(mention(1), "a cat fact")
+        else:
+            await outbox.deliver(mention(1), "a cat fact")  # the last post of the window
+            with pytest.raises(WaitTooLong) as raised:
+                await outbox.deliver(mention(2), "a cat fact")
+        # The job is to be handed back until posting reopens, not waited for.
+        assert raised.value.until >= x.posts_reset
+        started = clock.now()
+        sent = await deliver_all(outbox, dms(5), 2)
+        assert len(sent) == 5 and clock.now() - started < 1.0
+        assert not dm_gate(outbox).is_closed
+
+    run(clock, main)
+    assert x.posts_refused == (1 if how == "429" else 0)
 
 
 # The gate on its own ----------------------------------------------------------------------
@@ -398,7 +450,7 @@ def test_gate_probes_again_once_the_known_window_has_reset() -> None:
 def test_outbox_start_requires_a_probe() -> None:
     clock = VirtualClock()
     outbox = make_outbox(clock, FakeX(clock, limit=10, window=3.0))
-    assert outbox.gate.is_closed
+    assert dm_gate(outbox).is_closed
 
 
 # The real daemon against the real emulator -------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from catbot.ratelimit import RateGate, SendBudget
+from catbot.ratelimit import RateGate, SendBudget, SharedSendBudget, WaitTooLong
 
 
 class FakeClock:
@@ -237,6 +237,46 @@ async def test_gate_can_close_again_after_recovering() -> None:
         assert (await gate.acquire())[0] is False
 
 
+async def test_gate_closed_longer_than_the_caller_waits_says_until_when() -> None:
+    clock = FakeClock(start=1_000.0)
+    gate = gate_with(clock, jitter=0.5)
+    gate.close(clock.t + 900.0)
+    with pytest.raises(WaitTooLong) as raised:
+        await gate.acquire(max_wait=10.0)
+    assert raised.value.until == gate.closed_until == 1_000.0 + 900.0 + 0.5
+    # It waited for nothing and holds no slot; a short closure is still waited out.
+    assert (clock.sleeps, gate.in_flight) == ([], 0)
+    gate = gate_with(clock)
+    gate.close(clock.t + 5.0)
+    assert (await gate.acquire(max_wait=10.0))[0] is True
+
+
+async def test_gate_whose_window_is_used_up_says_until_its_reset() -> None:
+    clock = FakeClock(start=0.0)
+    gate = gate_with(clock)
+    # X said one remains until t=600; a request that failed without headers spent it.
+    gate.release(False, True, remaining=1, reset_at=600.0)
+    gate.release(False, False)
+    with pytest.raises(WaitTooLong) as raised:
+        await gate.acquire(max_wait=10.0)
+    assert raised.value.until == 600.0
+    assert gate.in_flight == 0
+
+
+async def test_waiters_behind_a_probe_that_meets_a_long_429_give_up() -> None:
+    clock = FakeClock(start=0.0)
+    gate = gate_with(clock)
+    gate.require_probe()
+    assert (await gate.acquire(max_wait=10.0))[0] is True
+    waiter = asyncio.ensure_future(gate.acquire(max_wait=10.0))
+    await settle()
+    assert not waiter.done()
+    gate.close(900.0)
+    gate.release(True, False)
+    with pytest.raises(WaitTooLong):
+        await waiter
+
+
 # SendBudget -------------------------------------------------------------------------------
 
 
@@ -270,6 +310,38 @@ async def test_fourth_reserve_waits_until_the_first_leaves_the_window() -> None:
     assert clock.t == 2.0 + 10.0
     await budget.reserve()
     assert clock.t == 4.0 + 10.0
+
+
+async def test_budget_room_later_than_the_caller_waits_takes_nothing() -> None:
+    clock = FakeClock(start=0.0)
+    budget = budget_with(clock, {900.0: 2})
+    await budget.reserve(max_wait=10.0)
+    clock.t = 5.0
+    await budget.reserve(max_wait=10.0)
+    with pytest.raises(WaitTooLong) as raised:
+        await budget.reserve(max_wait=10.0)
+    assert raised.value.until == 900.0
+    assert clock.sleeps == []
+    clock.t = 895.0  # room in 5 s: waited out
+    assert await budget.reserve(max_wait=10.0) == pytest.approx(5.0)
+
+
+async def test_shared_budget_room_later_than_the_caller_waits_takes_nothing() -> None:
+    clock = FakeClock(start=0.0)
+    answers = [0.0, 700.0, 3.0, 0.0]
+    asked: list[dict[float, int]] = []
+
+    async def take_slot(windows: dict[float, int]) -> float:
+        asked.append(windows)
+        return answers.pop(0)
+
+    budget = SharedSendBudget({900.0: 1}, take_slot, clock=clock.now, sleep=clock.sleep)
+    assert await budget.reserve(max_wait=10.0) == 0.0
+    with pytest.raises(WaitTooLong) as raised:
+        await budget.reserve(max_wait=10.0)
+    assert raised.value.until == 700.0
+    assert await budget.reserve(max_wait=10.0) == 3.0
+    assert asked == [{900.0: 1}] * 4
 
 
 async def test_concurrent_reserves_are_serialised() -> None:

@@ -6,6 +6,11 @@ unchanged facts and a user's `seen` set survives a corpus edit (ids of removed f
 never match again). One seen set serves every language: the texts differ, so do the ids,
 and `pick_unseen` only ever forgets the ids of the corpus it picks from, so each language
 keeps its own no-repeat cycle.
+
+A cycle starts over the moment its last unseen fact is given: the seen set holds no order,
+so that is the one time the picker knows which fact ended the cycle. The new cycle's seen set
+then holds only a note of it (`last:<id>`), and the next cycle's first fact is any other one;
+picking it drops the note. Every cycle still gives every fact once.
 """
 
 from __future__ import annotations
@@ -13,13 +18,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Protocol
 
+from catbot.textfit import post_weight
+
 CORPUS_PREFIX = "c:"
 REMOTE_PREFIX = "r:"
+# Marks, in a seen set, the fact that ended the last cycle (see the module notes).
+LAST_PREFIX = "last:"
 
 # The shipped corpus file of each language.
 CORPUS_FILES: Mapping[str, str] = {"en": "corpus.txt", "zh": "corpus_zh.txt"}
@@ -65,22 +74,40 @@ def _read_corpus(name: str) -> tuple[Fact, ...]:
 
 
 def pick_unseen(
-    facts: Sequence[Fact], seen: frozenset[str], rng: random.Random
+    facts: Sequence[Fact],
+    seen: frozenset[str],
+    rng: random.Random,
+    prefer: Callable[[Fact], bool] | None = None,
 ) -> tuple[Fact, frozenset[str]]:
     """Pick uniformly among `facts` not in `seen`; return it and the updated seen set.
 
-    Once every fact in `facts` has been seen, the cycle restarts: only their ids are
-    forgotten, so ids from other sources (remote facts) keep protecting against repeats.
+    `prefer`: among the unseen facts, pick from those it accepts when there are any (facts
+    that fit beside a reply suffix); the cycle still covers every fact.
+
+    Giving the last unseen fact starts the next cycle at once, and the next cycle's first
+    pick is never that fact (see the module notes), unless it is the only one. Starting
+    over forgets only the ids of `facts`, so ids from other sources (remote facts, the other
+    language) keep protecting against repeats. A seen set that already covers every fact
+    (saved before cycles restarted this way, or whose unseen facts were edited out of the
+    corpus) restarts from all of them.
     """
     if not facts:
         raise ValueError("pick_unseen needs at least one fact")
+    ids = {f.id for f in facts}
+    notes = {i for i in seen if i.startswith(LAST_PREFIX) and i[len(LAST_PREFIX):] in ids}
+    seen = seen - notes
     unseen = [f for f in facts if f.id not in seen]
     if not unseen:
-        ids = {f.id for f in facts}
         seen = frozenset(i for i in seen if i not in ids)
         unseen = list(facts)
-    fact = rng.choice(unseen)
-    return fact, seen | {fact.id}
+    just_given = {note[len(LAST_PREFIX):] for note in notes}
+    candidates = [f for f in unseen if f.id not in just_given] or unseen
+    preferred = [f for f in candidates if prefer(f)] if prefer is not None else candidates
+    fact = rng.choice(preferred or candidates)
+    seen = seen | {fact.id}
+    if ids <= seen:
+        seen = frozenset(i for i in seen if i not in ids) | {LAST_PREFIX + fact.id}
+    return fact, seen
 
 
 class FactSource(Protocol):
@@ -141,10 +168,14 @@ class CorpusSource:
     def pick(
         self, seen: frozenset[str], max_length: int, language: str = "en"
     ) -> tuple[Fact, frozenset[str]]:
-        facts = self.facts_in(language)
-        fitting = [f for f in facts if len(f.text) <= max_length]
-        # The budget shrinks with the user-set reply suffix; an over-long fact beats no reply.
-        return pick_unseen(fitting or facts, seen, self._rng)
+        """An unseen fact, one within `max_length` (X's weighted length) when any is left.
+
+        The budget shrinks with the user-set reply suffix. A longer fact still comes in its
+        turn (the reply's suffix then gives way): every fact is in every cycle, so a change
+        of budget never resets anyone's cycle or brings back a fact given a moment ago.
+        """
+        return pick_unseen(self.facts_in(language), seen, self._rng,
+                           prefer=lambda fact: post_weight(fact.text) <= max_length)
 
     async def fact_for(
         self, seen: frozenset[str], max_length: int, language: str = "en"

@@ -18,7 +18,8 @@ Data model (every key starts with the prefix, `catbot:` unless the URL says `?pr
                              that has queued jobs, saying "this user's head job needs work"
     user:<user id>    hash   opted_out, last_fact_at, day, replies_today, seen_facts (JSON)
     dead              hash   event id -> dead letter (JSON); dead_order zset by dead_seq
-    budget            zset   the global DM sends of every replica (sliding windows)
+    budget            zset   the global DM sends of every replica (sliding windows);
+                             budget:<family> the same for another family (budget:post)
     heartbeat:<name>  string written by each replica's readiness check (a real write)
 
 Why turns and not one stream entry per job: the contract serialises each user (at most one
@@ -321,16 +322,17 @@ return out
 """
 
 _TAKE_SEND_SLOT = """
--- ARGV: P, longest window, then (window seconds, sends allowed) pairs. The server's clock,
--- so that every replica counts on the same one. Returns '0' when a slot was taken, else the
--- seconds until one may be free (as a string: Lua numbers come back as integers).
-local key = P .. 'budget'
+-- ARGV: P, the budget's key (after P), longest window, then (window seconds, sends allowed)
+-- pairs. The server's clock, so that every replica counts on the same one. Returns '0' when
+-- a slot was taken, else the seconds until one may be free (as a string: Lua numbers come
+-- back as integers).
+local key = P .. ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local longest = tonumber(ARGV[2])
+local longest = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. string.format('%.6f', now - longest))
 local delay = 0
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local window, allowed = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   local since = '(' .. string.format('%.6f', now - window)
   local n = redis.call('ZCOUNT', key, since, '+inf')
@@ -634,10 +636,12 @@ class RedisStore:
 
     # The global DM budget -----------------------------------------------------------------
 
-    async def take_send_slot(self, windows: Mapping[float, int]) -> float:
-        """Take one send from the budget every replica shares; 0.0 when taken, else the
-        seconds until a slot may be free (nothing taken)."""
-        args: list[str | int | float] = [repr(float(max(windows)))]
+    async def take_send_slot(self, windows: Mapping[float, int], family: str = "dm") -> float:
+        """Take one send from the `family`'s budget every replica shares; 0.0 when taken,
+        else the seconds until a slot may be free (nothing taken)."""
+        # DMs keep the key they always had, so replicas of an older release share it still.
+        key = "budget" if family == "dm" else f"budget:{family}"
+        args: list[str | int | float] = [key, repr(float(max(windows)))]
         for window, allowed in windows.items():
             args += [repr(float(window)), int(allowed)]
         return float(await self._run("send_slot", *args))
