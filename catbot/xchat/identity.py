@@ -34,7 +34,7 @@ from typing import Any
 import chat_xdk
 
 from catbot.xchat.errors import IdentityError
-from catbot.xchat.wire import USER_ID, PublicKeyRecord
+from catbot.xchat.wire import USER_ID, PublicKeyRecord, same_key
 
 PRIVATE_KEY_SETTING = "CATBOT_XCHAT_PRIVATE_KEY"
 KEY_VERSION_SETTING = "CATBOT_XCHAT_KEY_VERSION"
@@ -265,8 +265,8 @@ def check_registered(
     key the bot does not hold, and every reply would then fail verification."""
     match: PublicKeyRecord | None = None
     for record in records:
-        if (_same_key(record.public_key, identity.public_key)
-                and _same_key(record.signing_public_key, identity.signing_public_key)):
+        if (same_key(record.public_key, identity.public_key)
+                and same_key(record.signing_public_key, identity.signing_public_key)):
             match = record
     others = tuple(r.version for r in records if r is not match)
     return RegisteredKeyCheck(
@@ -275,16 +275,3 @@ def check_registered(
         configured_version=identity.key_version,
         other_versions=others,
     )
-
-
-def _same_key(a: str, b: str) -> bool:
-    """Base64 text may differ in padding or alphabet for the same key bytes."""
-    try:
-        return _b64any(a) == _b64any(b)
-    except (binascii.Error, ValueError):
-        return False
-
-
-def _b64any(text: str) -> bytes:
-    cleaned = text.strip().replace("-", "+").replace("_", "/")
-    return base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), validate=True)

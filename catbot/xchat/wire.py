@@ -12,6 +12,8 @@ Sources (docs.x.com, repository xdevplatform/docs):
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -301,3 +303,17 @@ def _optional_int(payload: Mapping[str, Any], name: str) -> int | None:
 
 def _short(value: Any) -> str:
     return repr(value)[:40]
+
+
+def same_key(a: str, b: str) -> bool:
+    """Whether two base64 texts hold the same key bytes: X and the SDK may differ in padding
+    or alphabet for the same key."""
+    try:
+        return _b64any(a) == _b64any(b)
+    except (binascii.Error, ValueError):
+        return False
+
+
+def _b64any(text: str) -> bytes:
+    cleaned = text.strip().replace("-", "+").replace("_", "/")
+    return base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), validate=True)
