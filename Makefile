@@ -17,6 +17,7 @@ help:
 	@echo "make run       the daemon, configured by CATBOT_* variables or .env"
 	@echo "make emulator  the local X emulator alone on 127.0.0.1:8099"
 	@echo "make lint      ruff and mypy --strict"
+	@echo "make attack    the attack suite (docs/security.md)"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -101,6 +102,13 @@ image: wheels
 # a DM answered end to end and a clean SIGTERM stop. Also part of `make test`.
 image-test: install
 	$(BIN)/pytest -p no:cacheprovider tests/test_image.py
+
+# --- Attack suite (issue 15; docs/security.md) --------------------------------------------
+# What an outsider tried against the daemon, the emulator, the stores and the fact source,
+# each a test against real processes on loopback. Also part of `make test`.
+.PHONY: attack
+attack: install redis-server
+	$(BIN)/pytest -p no:cacheprovider tests/test_hostile.py $(sort $(wildcard tests/test_security*.py))
 
 # --- Benchmarks (issue 7; docs/performance.md) -------------------------------------------
 # `make bench` takes a few minutes and prints the table; BENCH_ARGS=--quick for about one.
