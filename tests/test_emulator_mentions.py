@@ -521,11 +521,15 @@ async def test_activity_startup_subscribes_mentions_and_delivers_v2_posts(
     assert retweeted["payload"]["id"] == rt["tweet_id"]
     assert [r["type"] for r in retweeted["payload"]["referenced_tweets"]] == ["retweeted"]
 
-    # A direct reply to the bot's post is `post.reply.create`, for the bot: not a mention.
+    # A direct reply to the bot's post that names it meets both events' conditions: it comes
+    # as `post.reply.create` (for the bot, the replied-to post's author) and as a mention.
     follow = await mention(http, emulator, in_reply_to_tweet_id=reply.data["id"])
-    await settle(receiver, 3)
-    replied = signed_payloads(receiver)[2]["data"]
-    assert replied["event_type"] == "post.reply.create" and replied["filter"] == {"user_id": BOT}
+    await settle(receiver, 4)
+    by_type = {p["data"]["event_type"]: p["data"] for p in signed_payloads(receiver)[2:]}
+    assert set(by_type) == {"post.reply.create", "post.mention.create"}
+    replied = by_type["post.reply.create"]
+    assert replied["filter"] == {"user_id": BOT}
+    assert replied["payload"] == by_type["post.mention.create"]["payload"]
     answer = replied["payload"]
     assert answer["id"] == follow["tweet_id"]
     assert answer["referenced_tweets"] == [{"type": "replied_to", "id": reply.data["id"]}]
@@ -537,9 +541,8 @@ async def test_activity_startup_subscribes_mentions_and_delivers_v2_posts(
     assert [t["id"] for t in replied["includes"]["tweets"]] == expected_tweets
     # Every delivery has its own event_uuid.
     uuids = {p["data"]["event_uuid"] for p in signed_payloads(receiver)}
-    assert len(uuids) == 3
-    await asyncio.sleep(0.1)
-    assert len(receiver.posts) == 3  # a direct reply is not also delivered as a mention
+    assert len(uuids) == 4
+
 
 
 async def test_activity_subscription_route_accepts_mentions_beside_account_activity(

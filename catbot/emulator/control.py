@@ -16,8 +16,8 @@ Users and traffic:
   text", with `retweeted_status`). Answers `{"tweet_id", "deliveries"}` like `/dm`.
   Delivered as `tweet_create_events` (Account Activity, `user_has_blocked` passed through as
   given, the string "false" when absent as in X's example; `is_blocked_by` only when given)
-  and, in the X Activity API, `post.reply.create` when it replies to one of the bot's posts,
-  else `post.mention.create` (`data.payload` is the v2 post, `data.includes` beside it,
+  and, in the X Activity API, `post.mention.create` and, when it replies to one of the bot's
+  posts, `post.reply.create` too (`data.payload` is the v2 post, `data.includes` beside it,
   one `event_uuid` per delivery); shapes in `catbot.emulator.posts`.
 - `GET /posts[?user_id=]`: the public thread, oldest first: `{"posts": [{"id", "author_id",
   "text", "in_reply_to_tweet_id", "created_at", "conversation_id", "retweeted_status_id"}]}`

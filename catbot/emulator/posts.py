@@ -6,12 +6,13 @@ Who gets a post:
   wrote (so the bot's own replies come back, as on X), every post naming U, and every reply
   to one of U's posts ("Posts (by user)", "@mentions (of user)", "Replies (to or from user)":
   x-api/account-activity/introduction).
-- An X Activity API subscription for user U (x-api/activity/event-payloads):
-  `post.reply.create` for a direct reply by someone else to one of U's posts ("Direct
-  replies only", `filter.user_id` = U, the replied-to post's author); `post.mention.create`
-  for any other post by someone else naming U. X does not say whether a direct reply that
-  names U fires both; as x-api.md has it, a reply to the bot's post comes as
-  `post.reply.create`, not as a mention, so here it fires only that.
+- An X Activity API subscription for user U (x-api/activity/event-payloads), each event
+  as its own condition reads: `post.reply.create` for a direct reply by someone else to one
+  of U's posts ("Direct replies only": `filter.user_id` = U, the replied-to post's author),
+  `post.mention.create` for a post by someone else that @mentions U. A direct reply that
+  names U (X's own reply example does, "@ExampleUser Great post") meets both, so it comes as
+  both, one delivery each with the same post: X says nothing against it, and a client must
+  answer it once (by post id) either way.
 
 Account Activity envelope (x-api/account-activity/introduction, "tweet_create_events
 (@mentions)" and "Support for longform posts"), one post per delivery:
@@ -431,22 +432,23 @@ def activity_post_envelope(
 # --- who gets what ---------------------------------------------------------------------
 
 
-def activity_event_type(post: Post, user_id: str) -> str | None:
-    """The X Activity API post event `post` is for `user_id`, if any (see the module doc)."""
+def activity_event_types(post: Post, user_id: str) -> frozenset[str]:
+    """The X Activity API post events `post` fires for `user_id` (see the module doc)."""
     if post.author_id == user_id:
-        return None
+        return frozenset()
+    types = set()
     if post.in_reply_to_user_id == user_id:
-        return REPLY_EVENT_TYPE
+        types.add(REPLY_EVENT_TYPE)
     if user_id in post.mentioned_ids:
-        return MENTION_EVENT_TYPE
-    return None
+        types.add(MENTION_EVENT_TYPE)
+    return frozenset(types)
 
 
 def _matches(subscription: Subscription, post: Post) -> bool:
     user = subscription.user_id
     if subscription.kind == "account_activity":
         return user in (post.author_id, post.in_reply_to_user_id) or user in post.mentioned_ids
-    return subscription.event_type == activity_event_type(post, user)
+    return subscription.event_type in activity_event_types(post, user)
 
 
 def envelopes_for_post(state: EmulatorState, post: Post) -> list[Envelope]:
