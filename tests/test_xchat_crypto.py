@@ -272,6 +272,22 @@ def test_without_any_key_change_the_conversation_key_is_missing(setup: Setup) ->
     ))
 
 
+def test_a_missed_key_change_is_recovered_from_history(setup: Setup) -> None:
+    queued = friend_says(setup, "hello again", with_key_change=False)
+    expect("no_conversation_key", ConversationKeyError,
+           lambda: setup.crypto.decrypt(queued, [setup.friend.record()]))
+    impostor = Friend("666")
+    _, foreign_change = impostor.start_conversation(setup.identity.record())
+    # History lists the real change and one by someone whose keys were not given: only the
+    # verified one teaches a key.
+    assert setup.crypto.apply_key_changes(
+        [foreign_change, setup.key_change], [setup.friend.record()]
+    ) == 1
+    assert not setup.crypto.has_conversation_key(f"666:{BOT}")
+    assert setup.crypto.decrypt(queued, [setup.friend.record()]).text == "hello again"
+    assert setup.crypto.apply_key_changes([setup.key_change], [setup.friend.record()]) == 0
+
+
 def test_a_wrong_configured_key_version_reads_as_a_missing_conversation_key() -> None:
     fresh = generate_identity()
     registered = load_identity(fresh.private_key, user_id=BOT,

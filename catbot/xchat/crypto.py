@@ -241,6 +241,26 @@ class XChatCrypto:
             record.signing_entry() for record in sender_keys if record.user_id != own
         ]
 
+    def apply_key_changes(
+        self, key_change_events: Sequence[str], signer_keys: Sequence[PublicKeyRecord]
+    ) -> int:
+        """Learn keys from encoded key changes fetched later, for a message that failed
+        with `no_conversation_key`: `GET /2/chat/conversations/{id}/events` lists them in
+        `meta.conversation_key_events` (xchat/getting-started, step 6). Each change must
+        verify against `signer_keys` (those of the users who made them); one that does not
+        is skipped. Returns how many keys were new."""
+        entries = self._signing_entries(signer_keys)
+        learned = 0
+        with self._lock:
+            for encoded in key_change_events:
+                before = self._keyring.total()
+                try:
+                    self._apply_key_change(encoded, entries)
+                except XChatError:
+                    continue
+                learned += self._keyring.total() - before
+        return learned
+
     # --- replying --------------------------------------------------------------------
 
     def encrypt_reply(

@@ -69,6 +69,10 @@ class ConversationKeyring:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def total(self) -> int:
+        """Keys held, over all conversations."""
+        return sum(len(versions) for versions in self._keys.values())
+
     def seal(self, conversation_id: str, seal_key: bytes) -> bytes:
         """This conversation's keys as one sealed blob for the store."""
         versions = self._keys.get(conversation_id, {})
