@@ -18,8 +18,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from catbot.app import Daemon as AppDaemon
+from catbot.config import load_settings
+from catbot.ratelimit import DM, POST, WaitTooLong
 from catbot.x.dm import Credentials, tweepy_client
 from tests.harness import CREDENTIALS, BotAndX, Daemon, Emulator, free_port, wait_for
+from tests.redis_server import RedisServer
 
 WORKERS = 2
 # More mentions than workers: a worker held by each would leave none for the DM.
@@ -105,3 +109,43 @@ def test_a_dm_is_answered_within_seconds_while_posting_is_limited(world: World) 
     assert world.metric('catbot_rate_limit_family_waits_total{family="post",source="x_429"}') == 1
     assert world.metric('catbot_rate_limit_family_waits_total{family="dm",source="x_429"}') == 0
     assert world.metric('catbot_dms_sent_total{outcome="dead_letter"}') == 0
+
+
+# With replicas sharing Redis, each family's budget is shared, and kept apart -------------
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+def replica(url: str) -> AppDaemon:
+    return AppDaemon(load_settings(
+        env_file=None, store_url=url, post_budget_15min=1, dm_budget_15min=2,
+        **{name.removeprefix("CATBOT_").lower(): value for name, value in CREDENTIALS.items()},
+    ))
+
+
+async def test_replicas_share_each_family_budget_in_redis_and_keep_them_apart(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url_with_prefix()
+    replicas = [replica(url), replica(url)]
+    for daemon in replicas:
+        await daemon.store.open()
+    try:
+        first, second = (daemon._allowances() for daemon in replicas)
+        # One post for the account: the other replica's post has to wait for the window...
+        await first[POST].budget.reserve(max_wait=0.0)  # room: no WaitTooLong
+        with pytest.raises(WaitTooLong) as raised:
+            await second[POST].budget.reserve(max_wait=0.0)
+        assert raised.value.until - time.time() > 14 * 60
+        # ...while DMs have their own two, shared by both replicas.
+        await second[DM].budget.reserve(max_wait=0.0)
+        await first[DM].budget.reserve(max_wait=0.0)
+        with pytest.raises(WaitTooLong):
+            await second[DM].budget.reserve(max_wait=0.0)
+    finally:
+        for daemon in replicas:
+            await daemon.store.close()
