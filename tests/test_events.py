@@ -826,17 +826,28 @@ account_bodies = st.fixed_dictionaries(
     },
 ).flatmap(lambda d: st.dictionaries(st.text(max_size=8), json_like, max_size=3).map(
     lambda extra: {**extra, **d}))
+posts = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": ids, "author_id": ids, "text": st.one_of(st.text(), json_like),
+        "created_at": st.one_of(st.just("2026-07-24T21:23:23.000Z"), st.text(max_size=30),
+                                json_like),
+        "referenced_tweets": json_like, "note_tweet": json_like,
+    },
+)
 activity_bodies = st.builds(
     lambda event_type, filt, payload, extra: {
         "data": {**extra, "event_type": event_type, "filter": filt, "payload": payload}
     },
-    st.one_of(st.sampled_from(["dm.received", "dm.sent", "dm.read", "chat.sent"]), st.text()),
+    st.one_of(st.sampled_from(["dm.received", "dm.sent", "dm.read", "chat.sent",
+                               "post.mention.create", "post.reply.create"]), st.text()),
     st.one_of(st.fixed_dictionaries({}, optional={"user_id": ids}), json_like),
     st.one_of(
         st.fixed_dictionaries(
             {}, optional={"direct_message_events": st.one_of(st.lists(dm_events), json_like),
                           "users": json_like}
         ),
+        posts,
         json_like,
     ),
     st.dictionaries(st.text(max_size=8), json_like, max_size=3),
@@ -852,8 +863,10 @@ def _check(delivery: Delivery) -> None:
     assert delivery.for_user_id is None or (
         delivery.for_user_id.isdigit() and len(delivery.for_user_id) <= 19
     )
-    for dm in delivery.direct_messages:
+    for dm in [*delivery.direct_messages, *delivery.mentions]:
         assert isinstance(dm, InboundDM)
+        key = dm.event_id.removeprefix("tweet:")
+        assert key.isascii() and key.isdigit() and len(key) <= 19
         for value in (dm.event_id, dm.sender_id, dm.recipient_id, dm.for_user_id, dm.text):
             assert isinstance(value, str)
         assert isinstance(dm.created_at, float)
