@@ -14,9 +14,9 @@ Two SDK behaviours shape the code (checked against 0.5.2 in tests/test_xchat_cry
 - Failures are `ValueError`s told apart only by their message; `_classify` maps them to the
   bounded reasons of `catbot.xchat.errors`.
 
-Threads and asyncio: chatxdk holds the GIL for the whole call (≈0.75 ms to decrypt a
-message, ≈0.3 ms to encrypt a reply on this machine), so running it in a worker thread buys no
-parallelism. Call `XChatCrypto` directly from the event loop; it is also safe from several
+Threads and asyncio: chatxdk holds the GIL for the whole call (≈0.6 ms to decrypt a
+message, ≈0.2 ms to encrypt a reply on the 2-core dev machine), so a worker thread buys
+no parallelism. Call `XChatCrypto` directly from the event loop; it is also safe from several
 threads (one internal lock guards the SDK instance and the keyring).
 """
 
