@@ -130,7 +130,9 @@ class WebhookHandler:
         if length is not None and length > self.policy.max_body_bytes:
             self.metrics.webhook_requests.labels("too_large").inc()
             return _error(413, f"body larger than {self.policy.max_body_bytes} bytes")
-        if not _identity(request.headers.getall(hdrs.CONTENT_ENCODING, ())):
+        if hdrs.CONTENT_ENCODING in request.headers and not _identity(
+            request.headers.getall(hdrs.CONTENT_ENCODING)
+        ):
             # X signs and sends the raw JSON; a compressed body would have to be inflated
             # before anyone is authenticated. The listener does not decompress (app.py).
             self.metrics.webhook_requests.labels("unsupported_encoding").inc()
