@@ -29,6 +29,7 @@ from catbot.emulator import (
 )
 from catbot.emulator.config import EmulatorConfig
 from catbot.emulator.delivery import Deliverer
+from catbot.emulator.guard import local_only
 from catbot.emulator.pipeline import DeliveryPipeline
 from catbot.emulator.recheck import recheck_forever
 from catbot.emulator.runtime import RUNTIME, Runtime
@@ -110,8 +111,15 @@ def build_app(config: EmulatorConfig) -> web.Application:
     pipeline = DeliveryPipeline(state, deliverer, tasks, config.redelivery_delays)
     runtime = Runtime(config, state, deliverer, tasks, pipeline)
     app = web.Application(
-        # `traffic` outermost: it logs the status the client finally gets.
-        middlewares=[traffic, json_errors, api_common.refusals, control.control_errors],
+        # `local_only` first: a request it refuses reaches nothing else. Then `traffic`: it
+        # logs the status the client finally gets.
+        middlewares=[
+            local_only,
+            traffic,
+            json_errors,
+            api_common.refusals,
+            control.control_errors,
+        ],
         client_max_size=_MAX_REQUEST_BYTES,
     )
     app[RUNTIME] = runtime

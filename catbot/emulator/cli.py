@@ -14,6 +14,7 @@ from pathlib import Path
 from catbot.emulator.app import start_emulator
 from catbot.emulator.config import (
     API_FLAVOURS,
+    CREDENTIAL_VARIABLES,
     DEFAULT_BOT_USER_ID,
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -23,6 +24,7 @@ from catbot.emulator.config import (
     config_from_env,
     read_env_file,
 )
+from catbot.emulator.urls import is_loopback_host
 
 log = logging.getLogger("catbot.emulator")
 
@@ -33,7 +35,18 @@ EXIT_CONFIG_ERROR = 2
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's options. Defaults are None so the environment can fill gaps."""
-    parser.add_argument("--host", help=f"address to listen on (default {DEFAULT_HOST})")
+    parser.add_argument(
+        "--host",
+        help=f"address to listen on (default {DEFAULT_HOST}); anything but loopback needs "
+        "--allow-remote",
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        default=None,
+        help="allow a --host beyond loopback: anyone who reaches the port can then drive the "
+        "control API, which has no authentication and signs deliveries with the consumer secret",
+    )
     parser.add_argument("--port", type=int, help=f"port to listen on (default {DEFAULT_PORT})")
     parser.add_argument(
         "--api",
@@ -118,7 +131,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--env-file",
         type=Path,
-        help="read CATBOT_X_* from this file too; environment wins (default: ./.env if present)",
+        help="read CATBOT_X_* from this file too; the environment wins. Never implicit: "
+        "./.env often holds production credentials (default: none; with no CATBOT_X_* at "
+        "all, built-in demo credentials)",
     )
     parser.add_argument(
         "--log-level",
@@ -128,21 +143,32 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _environment(env_file: Path | None) -> dict[str, str]:
-    path = env_file if env_file is not None else Path(".env")
-    values: dict[str, str] = {}
-    if env_file is not None or path.is_file():
+def _environment(env_file: Path | None) -> tuple[dict[str, str], str]:
+    """The variables to read (the file's, then the environment's over them) and a
+    description of where the credentials among them come from."""
+    from_file: dict[str, str] = {}
+    if env_file is not None:
         try:
-            values = read_env_file(path)
+            from_file = read_env_file(env_file)
         except OSError as exc:
-            raise ConfigError(f"cannot read env file {path}: {exc.strerror}") from None
-    values.update(os.environ)
-    return values
+            raise ConfigError(f"cannot read env file {env_file}: {exc.strerror}") from None
+    names = [name for group in CREDENTIAL_VARIABLES.values() for name in group]
+    in_environment = any(os.environ.get(name) for name in names)
+    in_file = any(from_file.get(name) and not os.environ.get(name) for name in names)
+    sources = ["the environment"] * in_environment + [f"{env_file} (--env-file)"] * in_file
+    return {**from_file, **os.environ}, " and ".join(sources) or "given"
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    env_file = getattr(args, "env_file", None)
+    variables, source = _environment(env_file)
+    if env_file is None and Path(".env").is_file():
+        log.info("./.env is not read (it may hold production credentials): pass --env-file .env "
+                 "to use it")
     return config_from_env(
-        _environment(getattr(args, "env_file", None)),
+        variables,
+        credentials_source=source,
+        allow_remote=getattr(args, "allow_remote", None),
         host=args.host,
         port=args.port,
         api=args.api,
@@ -180,9 +206,17 @@ async def _serve(config: EmulatorConfig) -> int:
     try:
         print(
             f"catbot emulator listening on {running.url} "
-            f"(api={config.api}, bot user {config.bot_user_id})",
+            f"(api={config.api}, bot user {config.bot_user_id})\n"
+            f"catbot emulator credentials: {config.credentials_summary()}",
             flush=True,
         )
+        if not is_loopback_host(config.host.strip("[]")):
+            log.warning(
+                "listening on %s, beyond loopback (--allow-remote): anyone who can reach this "
+                "port can drive the control API, which has no authentication, and have "
+                "deliveries signed with the consumer secret",
+                config.host,
+            )
         if not (config.consumer_key and config.access_token and config.access_token_secret):
             log.warning(
                 "CATBOT_X_CONSUMER_KEY, CATBOT_X_ACCESS_TOKEN or CATBOT_X_ACCESS_TOKEN_SECRET "

@@ -2,6 +2,10 @@
 
 The emulator reads the same `CATBOT_X_*` variables as the daemon (and the seed's lower-case
 names) so that one environment drives both ends of the loop and they agree on the secrets.
+When none is set it uses built-in demo credentials. It never reads `./.env` by itself: that
+is the file operators fill with production credentials, and an emulator signing with the
+production consumer secret would make deliveries the real daemon accepts. `--env-file PATH`
+reads a file on purpose.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any, Literal, cast, get_args
 from catbot.emulator.state import BOT_ACTIVITY_EVENT_TYPES, DELIVERY_MODES, DeliveryMode
 
 __all__ = ["DELIVERY_MODES", "ConfigError", "DeliveryMode", "EmulatorConfig", "config_from_env"]
-from catbot.emulator.urls import webhook_url_problem
+from catbot.emulator.urls import is_loopback_host, webhook_url_problem
 
 ApiFlavour = Literal["v2", "activity", "v1.1"]
 API_FLAVOURS: tuple[str, ...] = get_args(ApiFlavour)
@@ -25,6 +29,16 @@ API_FLAVOURS: tuple[str, ...] = get_args(ApiFlavour)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8099
 DEFAULT_BOT_USER_ID = "1000"
+
+# Public, and useful only against this emulator (the same values as `catbot demo`'s). The
+# access token gets the bot's id in front, as X's tokens have it.
+BUILT_IN_CREDENTIALS: dict[str, str] = {
+    "consumer_key": "demo-consumer-key",
+    "consumer_secret": "demo-consumer-secret",
+    "access_token": "demo-access-token",
+    "access_token_secret": "demo-access-token-secret",
+}
+BUILT_IN_SOURCE = "built-in demo credentials"
 
 USER_ID_RE = re.compile(r"^[0-9]{1,19}$")
 # v1.1 premium environment labels, as X's dev-environment form allows them.
@@ -59,6 +73,10 @@ class EmulatorConfig:
 
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    # Listening beyond loopback opens the unauthenticated control API: only when asked for.
+    allow_remote: bool = False
+    # Where the credentials came from, for the start-up line (never the values).
+    credentials_source: str = "given"
     api: ApiFlavour = "v2"
     webhook_urls: tuple[str, ...] = ()
     bot_user_id: str = DEFAULT_BOT_USER_ID
@@ -113,6 +131,13 @@ class EmulatorConfig:
             yield f"api must be one of {', '.join(API_FLAVOURS)}, not {self.api!r}"
         if not 0 <= self.port <= 65535:
             yield f"port must be between 0 and 65535, not {self.port}"
+        if not self.allow_remote and not is_loopback_host(self.host.strip("[]")):
+            yield (
+                f"--host {self.host or repr('')} is not a loopback address: the control API has "
+                "no authentication and signs whatever it delivers with the consumer secret, "
+                "so anyone who can reach it could forge deliveries. Listen on 127.0.0.1, or "
+                "pass --allow-remote to listen there anyway"
+            )
         if not USER_ID_RE.match(self.bot_user_id):
             yield f"bot user id must be 1 to 19 digits, not {self.bot_user_id!r}"
         for url in self.webhook_urls:
@@ -215,10 +240,27 @@ class EmulatorConfig:
         digest = hashlib.sha256((self.consumer_key or "").encode()).hexdigest()
         return "AAAA" + digest[:40]
 
+    def credentials_summary(self) -> str:
+        """Which credentials are in use and where they came from, never a secret."""
+        key = f"consumer key {abbreviate(self.consumer_key)}" if self.consumer_key else (
+            "no consumer key"
+        )
+        if self.credentials_source == BUILT_IN_SOURCE:
+            return (
+                f"{BUILT_IN_SOURCE} ({key}); set CATBOT_X_* or pass --env-file to play X "
+                "for your app"
+            )
+        return f"{key}, from {self.credentials_source}"
+
     @property
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+
+def abbreviate(value: str) -> str:
+    """Enough of an identifier to recognise it (`test-…`), too little to use it."""
+    return value[: min(5, len(value) // 3)] + "…"
 
 
 def bot_user_id_from_token(access_token: str | None) -> str | None:
@@ -251,6 +293,13 @@ def config_from_env(env: Mapping[str, str], **cli_overrides: Any) -> EmulatorCon
         value = _first(env, variables)
         if value is not None:
             values[name] = value
+    built_in = not values
+    if built_in:
+        # Nothing given at all: the emulator's own. (Some given: the user meant their app,
+        # and a missing secret is an error below rather than a silent mix.)
+        bot = cli_overrides.get("bot_user_id") or DEFAULT_BOT_USER_ID
+        values = dict(BUILT_IN_CREDENTIALS)
+        values["access_token"] = f"{bot}-{BUILT_IN_CREDENTIALS['access_token']}"
     if "consumer_secret" not in values:
         raise ConfigError(
             "CATBOT_X_CONSUMER_SECRET is required (the app's consumer secret keys the CRC "
@@ -265,6 +314,8 @@ def config_from_env(env: Mapping[str, str], **cli_overrides: Any) -> EmulatorCon
     if env_name:
         values["default_env_name"] = env_name
     values.update({k: v for k, v in cli_overrides.items() if v is not None})
+    if built_in:
+        values["credentials_source"] = BUILT_IN_SOURCE
     delays = values.get("redelivery_delays")
     if isinstance(delays, str):
         values["redelivery_delays"] = parse_delays(delays)

@@ -1,7 +1,10 @@
 """The `/_emulator/` control API: play users, inspect traffic, inject faults.
 
-Not part of X. It has no authentication, which is why the emulator listens on loopback by
-default. Errors are `{"error": "..."}` with status 400 (or 404 for unknown ids).
+Not part of X. It has no authentication, so it answers the developer's own tools only
+(`catbot.emulator.guard`): requests addressed to a loopback `Host` (127.0.0.1, localhost,
+[::1]; any port), without a foreign `Origin`, with bodies sent as `application/json` (403 or
+415 otherwise), and the emulator listens beyond loopback only with `--allow-remote`. Errors
+are `{"error": "..."}` with status 400 (or 404 for unknown ids).
 
 Users and traffic:
 - `POST /dm` `{"sender_id", "text", "sender_name"?, "created_timestamp"?}`: that user DMs
