@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
@@ -23,6 +23,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from catbot.urls import https_unless_loopback
+
+if TYPE_CHECKING:
+    from catbot.xchat.identity import BotIdentity
 
 XApi = Literal["v2", "activity", "v1.1"]
 
@@ -109,6 +112,16 @@ class Settings(BaseSettings):
     dm_budget_24h: int = Field(default=1000, ge=1)
     post_budget_15min: int = Field(default=100, ge=1)
     post_budget_24h: int = Field(default=10_000, ge=1)
+    # X Chat sends (POST /2/chat/conversations/{id}/messages): docs.x.com's send-chat-message
+    # page names no figure, so the DM ones until it does; a 429 still closes the gate.
+    xchat_budget_15min: int = Field(default=200, ge=1)
+    xchat_budget_24h: int = Field(default=1000, ge=1)
+
+    # X Chat (end-to-end encrypted DMs, docs/xchat.md): the bot's private key blob from
+    # `catbot xchat keygen` and the version X gave it at `catbot xchat register`. Both or
+    # neither: without them `chat.*` events are only counted.
+    xchat_private_key: SecretStr | None = None
+    xchat_key_version: str | None = None
 
     # What the bot says.
     cooldown_seconds: float = Field(default=10.0, ge=0)
@@ -134,6 +147,15 @@ class Settings(BaseSettings):
         # unset ${VAR} in a template) must mean "not set", never "sign with nothing".
         if isinstance(value, str) and not value.strip() and info.field_name in secret_fields():
             return None
+        return value
+
+    @field_validator("xchat_key_version", mode="before")
+    @classmethod
+    def _blank_version_is_unset(cls, value: Any) -> Any:
+        # Paired with a secret that is unset when blank: a blank version must be too, or
+        # "both or neither" would complain about a variable left empty on purpose.
+        if isinstance(value, str):
+            return value.strip() or None
         return value
 
     @field_validator("log_level", mode="before")
@@ -210,6 +232,42 @@ class Settings(BaseSettings):
         if self.store_url.startswith("sqlite:///"):
             return Path(self.store_url.removeprefix("sqlite:///"))
         return None
+
+    @property
+    def xchat_enabled(self) -> bool:
+        """Whether the daemon answers X Chat: both X Chat settings are set (whether they are
+        usable is `xchat_identity`'s business, run at start-up)."""
+        return self.xchat_private_key is not None and self.xchat_key_version is not None
+
+    def xchat_identity(self) -> BotIdentity | None:
+        """The bot's X Chat identity, or None when X Chat is off. A half-configured or
+        unusable key is a `ConfigError` naming the variable, never echoing the key."""
+        from catbot.xchat.errors import IdentityError
+        from catbot.xchat.identity import load_identity
+
+        key, version = self.xchat_private_key, self.xchat_key_version
+        if key is None and version is None:
+            return None
+        problems = [
+            f"  {env_name(field)}: missing (X Chat needs {env_name('xchat_private_key')} and "
+            f"{env_name('xchat_key_version')} together)"
+            for field, value in (("xchat_private_key", key), ("xchat_key_version", version))
+            if value is None
+        ]
+        user_id = self.bot_user_id
+        if not problems and user_id is None:
+            problems.append(f"  {env_name('x_access_token')}: X Chat needs the bot's user id, "
+                            "the digits before '-' in the access token")
+        if not problems:
+            assert key is not None and user_id is not None
+            try:
+                return load_identity(key.get_secret_value(), user_id=user_id,
+                                     key_version=version)
+            except IdentityError as exc:
+                # The message names the setting and never repeats its value.
+                problems.append(f"  {exc}")
+        raise ConfigError("catbot cannot start, X Chat is misconfigured:\n"
+                          + "\n".join(problems))
 
     def signing_secrets(self) -> list[str]:
         """Secrets whose signatures are accepted: current first, then the rotated-out one."""
