@@ -107,7 +107,7 @@ image-test: install
 # What an outsider tried against the daemon, the emulator, the stores and the fact source,
 # each a test against real processes on loopback. Also part of `make test`.
 .PHONY: attack
-attack: install redis-server
+attack: install redis-server chromium
 	$(BIN)/pytest -p no:cacheprovider tests/test_hostile.py $(sort $(wildcard tests/test_security*.py))
 
 # --- Benchmarks (issue 7; docs/performance.md) -------------------------------------------
