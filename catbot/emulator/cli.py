@@ -156,7 +156,7 @@ def _environment(env_file: Path | None) -> tuple[dict[str, str], str]:
     in_environment = any(os.environ.get(name) for name in names)
     in_file = any(from_file.get(name) and not os.environ.get(name) for name in names)
     sources = ["the environment"] * in_environment + [f"{env_file} (--env-file)"] * in_file
-    return {**from_file, **os.environ}, " and ".join(sources) or "given"
+    return {**from_file, **os.environ}, " and ".join(sources) or "the settings given"
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:

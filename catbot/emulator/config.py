@@ -76,7 +76,7 @@ class EmulatorConfig:
     # Listening beyond loopback opens the unauthenticated control API: only when asked for.
     allow_remote: bool = False
     # Where the credentials came from, for the start-up line (never the values).
-    credentials_source: str = "given"
+    credentials_source: str = "the settings given"
     api: ApiFlavour = "v2"
     webhook_urls: tuple[str, ...] = ()
     bot_user_id: str = DEFAULT_BOT_USER_ID
