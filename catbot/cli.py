@@ -90,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
         "replies again.",
     )
     outbox_admin.configure_parser(outbox)
+
+    from catbot import xchat_admin
+
+    xchat = commands.add_parser(
+        "xchat", help="the bot's X Chat identity: keygen, register",
+        description="End-to-end encrypted X Chat messages (docs/xchat.md): make the bot's "
+        "keys (keygen) and register their public half at X (register).",
+    )
+    xchat_admin.configure_parser(xchat)
     return parser
 
 
@@ -111,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "subscriptions": _subscriptions,
         "doctor": _doctor,
         "outbox": _outbox,
+        "xchat": _xchat,
     }[args.command]
     try:
         return command(args)
@@ -192,6 +202,12 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def _outbox(args: argparse.Namespace) -> int:
     from catbot.outbox_admin import run_from_args
+
+    return run_from_args(args)
+
+
+def _xchat(args: argparse.Namespace) -> int:
+    from catbot.xchat_admin import run_from_args
 
     return run_from_args(args)
 

@@ -4,7 +4,9 @@
 - when the tier's webhook limit is taken by a stale dev tunnel (a URL this machine's dev mode
   registered before, or an ngrok host), that webhook is replaced;
 - when it is taken by any other URL, nothing is touched unless `replace=True`;
-- then the bot account is subscribed, unless it already is.
+- then the bot account is subscribed, unless it already is (in the X Activity API, to each
+  event type it answers: `dm.received`, `chat.received` with X Chat on, `post.*` with
+  mention replies on).
 Every step is reported in `EnsureResult.actions`, so the CLI and dev mode can say what they did.
 """
 
@@ -14,7 +16,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from catbot.x.management import Webhook, WebhookManager, XApiError
+from catbot.x.management import ActivityApi, Webhook, WebhookManager, XApiError
 
 # Hosts that ngrok hands out for temporary tunnels: a webhook there outlives its tunnel.
 _TUNNEL_DOMAINS = (".ngrok.io", ".ngrok-free.app", ".ngrok.app", ".ngrok-free.dev", ".ngrok.dev")
@@ -58,7 +60,17 @@ async def ensure_webhook(
 ) -> EnsureResult:
     webhooks = await manager.list_webhooks()
     result = await _ensure_registered(manager, url, webhooks, replace, stale_urls)
-    if await manager.is_subscribed(result.webhook.id):
+    if isinstance(manager, ActivityApi):
+        # One subscription per answered event type: say which were added (chat.received
+        # when X Chat was just turned on, post.* for mentions).
+        missing = await manager.missing_event_types(result.webhook.id)
+        if missing:
+            await manager.subscribe(result.webhook.id)
+            result.actions.append(f"subscribed the bot account to {', '.join(missing)}")
+        else:
+            result.actions.append("the bot account was already subscribed to "
+                                  + ", ".join(manager.event_types))
+    elif await manager.is_subscribed(result.webhook.id):
         result.actions.append("the bot account was already subscribed")
     else:
         await manager.subscribe(result.webhook.id)

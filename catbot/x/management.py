@@ -20,6 +20,11 @@ from catbot.config import Settings
 from catbot.x.dm import Credentials, tweepy_client
 
 PUBLIC_TWEEPY_BASE = "https://api.twitter.com"
+# The X Activity API event an X Chat message arrives as (x-api/activity/event-payloads).
+XCHAT_EVENT_TYPE = "chat.received"
+# docs.x.com x-api/activity/introduction, "Subscription Limits": the number depends on the
+# package tier (and changed over time), so the refusal is explained rather than predicted.
+SUBSCRIPTION_LIMIT_REASON = "SubscriptionLimitExceeded"
 
 
 @dataclass(frozen=True)
@@ -241,8 +246,29 @@ class ActivityApi(AccountActivityV2):
                     "webhook_id": webhook_id,
                 })
             except XApiError as exc:
+                if exc.means(SUBSCRIPTION_LIMIT_REASON):
+                    raise self._limit_reached(exc, event_type, have) from exc
                 if not exc.means("DuplicateSubscription"):
                     raise
+            have.add((event_type, self.bot_user_id))
+
+    def _limit_reached(
+        self, exc: XApiError, event_type: str, have: set[tuple[str | None, str]]
+    ) -> XApiError:
+        """The tier's subscription limit, said with what catbot needs and how to make room:
+        each answered event type is one X Activity API subscription of the app's."""
+        missing = [t for t in self.event_types if (t, self.bot_user_id) not in have]
+        message = (
+            f"X refused the {event_type} subscription: the app's tier allows no more X "
+            f"Activity API subscriptions ({exc.detail}). catbot subscribes one per event type "
+            f"it answers ({', '.join(self.event_types)}); not subscribed: "
+            f"{', '.join(missing)}. Delete X Activity API subscriptions the app no longer "
+            "needs (`catbot subscriptions list` shows this webhook's), answer fewer types "
+            "(CATBOT_REPLY_TO_MENTIONS=false, or X Chat off), or move to a tier with more "
+            "subscriptions (docs.x.com x-api/activity/introduction); against the local "
+            "emulator, start it with a higher --max-subscriptions"
+        )
+        return XApiError(exc.status, exc.reason or SUBSCRIPTION_LIMIT_REASON, message)
 
     async def is_subscribed(self, webhook_id: str) -> bool:
         return not await self.missing_event_types(webhook_id)
@@ -356,10 +382,16 @@ def management_for(
 def answered_event_types(settings: Settings) -> tuple[str, ...]:
     """The X Activity API event types the bot answers, so the ones it subscribes to. A reply
     to one of the bot's posts comes as post.reply.create, not as a mention
-    (docs.x.com/x-api/activity/event-payloads); quotes and reposts are not answered."""
+    (docs.x.com/x-api/activity/event-payloads); quotes and reposts are not answered. With X
+    Chat on (docs/xchat.md), chat.received too: end-to-end encrypted messages come only
+    through the X Activity API. Private messages first: when the tier's subscription limit
+    cuts the list short, DMs and X Chat are the ones already subscribed."""
+    types = ["dm.received"]
+    if settings.xchat_enabled:
+        types.append(XCHAT_EVENT_TYPE)
     if settings.reply_to_mentions:
-        return ("dm.received", "post.mention.create", "post.reply.create")
-    return ("dm.received",)
+        types += ["post.mention.create", "post.reply.create"]
+    return tuple(types)
 
 
 def _seg(value: str) -> str:
