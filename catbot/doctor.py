@@ -1,8 +1,9 @@
 """`catbot doctor`: a preflight checklist, each failure with the fix.
 
 Checks, in order (a failure skips the checks that depend on it): configuration, credentials
-(a signed call), the webhook's state at X, the bot's subscription, and, given the public URL,
-a CRC challenge through that URL answered correctly and fast.
+(a signed call), the webhook's state at X, the bot's subscription, X Chat (when it is on: the
+configured key is the one X lists for the bot, under CATBOT_XCHAT_KEY_VERSION), and, given
+the public URL, a CRC challenge through that URL answered correctly and fast.
 """
 
 from __future__ import annotations
@@ -20,9 +21,13 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from catbot.admin import add_common_options, connect
+from catbot.app import credentials_from
 from catbot.config import ConfigError, Settings, load_settings, redact_url
 from catbot.signing import crc_response_token
+from catbot.x.dm import SendError
 from catbot.x.management import ActivityApi, Webhook, WebhookManager, XApiError
+from catbot.xchat.client import XChatClient
+from catbot.xchat.identity import check_registered
 
 CRC_DEADLINE_SECONDS = 3.0
 
@@ -33,6 +38,7 @@ class Check:
     ok: bool | None  # None: skipped
     detail: str
     fix: str = ""
+    warning: bool = False  # worth acting on, but not a failure (ok stays None)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +56,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                           "checks": [asdict(c) for c in checks]}, indent=2))
     else:
         for check in checks:
-            mark = {True: "✓", False: "✗", None: "-"}[check.ok]
+            mark = "!" if check.warning else {True: "✓", False: "✗", None: "-"}[check.ok]
             print(f"{mark} {check.name}: {check.detail}")
             if check.fix:
                 print(f"    fix: {check.fix}")
@@ -67,7 +73,7 @@ async def diagnose(env_file: Path | None, api_base: str | None, url: str | None)
         checks.append(Check("configuration", False, str(exc).splitlines()[0],
                             "set the variables listed: " + "; ".join(
                                 line.strip() for line in str(exc).splitlines()[1:])))
-        return [*checks, *_skipped("credentials", "webhook", "subscription", "CRC")]
+        return [*checks, *_skipped("credentials", "webhook", "subscription", "X Chat", "CRC")]
     checks.append(Check("configuration", True,
                         f"api={settings.x_api}, X at {redact_url(settings.api_base)}"))
     url = url or settings.public_url
@@ -79,7 +85,7 @@ async def diagnose(env_file: Path | None, api_base: str | None, url: str | None)
         credentials = await _check_credentials(manager, settings)
         checks.append(credentials)
         if not credentials.ok:
-            return [*checks, *_skipped("webhook", "subscription"),
+            return [*checks, *_skipped("webhook", "subscription", "X Chat"),
                     *([await check_crc(url, settings)] if url else [])]
         webhook, check = await _check_webhook(manager, url)
         checks.append(check)
@@ -87,6 +93,7 @@ async def diagnose(env_file: Path | None, api_base: str | None, url: str | None)
             checks.extend(_skipped("subscription"))
         else:
             checks.append(await _check_subscription(manager, webhook))
+        checks.extend(await _check_xchat(settings))
     if url:
         checks.append(await check_crc(url, settings))
     else:
@@ -158,6 +165,49 @@ async def _check_subscription(manager: WebhookManager, webhook: Webhook) -> Chec
                      "run `catbot subscriptions add`")
     return Check("subscription", True,
                  f"the bot account is subscribed to webhook {webhook.id}{types}")
+
+
+async def _check_xchat(settings: Settings) -> list[Check]:
+    """X Chat's identity: the configured key must be the one X lists for the bot, under the
+    configured version (a key change addressed to another version cannot be opened). The
+    chat.received subscription is the subscription check's: it is an answered event type."""
+    if settings.xchat_private_key is None and settings.xchat_key_version is None:
+        return [Check("X Chat", None, "off: CATBOT_XCHAT_PRIVATE_KEY and "
+                      "CATBOT_XCHAT_KEY_VERSION are not set (chat.* events are only counted)")]
+    try:
+        identity = settings.xchat_identity()
+    except ConfigError as exc:
+        # The daemon would refuse to start: the lines name the variables, never the key.
+        problems = "; ".join(line.strip() for line in str(exc).splitlines()[1:])
+        return [Check("X Chat", False, problems,
+                      "make a key with `catbot xchat keygen`, register it with `catbot xchat "
+                      "register`, and set both variables")]
+    assert identity is not None
+    checks: list[Check] = []
+    if settings.x_api != "activity":
+        checks.append(Check(
+            "X Chat delivery", None,
+            f"X Chat is on, but X delivers chat.received only through the X Activity API and "
+            f"CATBOT_X_API is {settings.x_api}: no X Chat message will arrive",
+            "set CATBOT_X_API=activity and run `catbot webhooks ensure URL`", warning=True,
+        ))
+    timeout = aiohttp.ClientTimeout(total=settings.send_timeout_seconds)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            client = XChatClient(credentials_from(settings), session, settings.x_api_base)
+            records = await client.get_public_keys(identity.user_id)
+    except SendError as exc:
+        return [*checks, Check("X Chat", False, f"cannot read the bot's public keys at X: {exc}",
+                               "check the network, CATBOT_X_API_BASE and the app's access")]
+    found = check_registered(identity, records)
+    if found.ok:
+        fix = ""
+    elif found.registered:
+        fix = f"set CATBOT_XCHAT_KEY_VERSION={found.registered_version} and restart the daemon"
+    else:
+        fix = ("run `catbot xchat register` with this CATBOT_XCHAT_PRIVATE_KEY and set "
+               "CATBOT_XCHAT_KEY_VERSION to the version it prints")
+    return [*checks, Check("X Chat", found.ok, found.describe(), fix)]
 
 
 async def check_crc(url: str, settings: Settings) -> Check:
