@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 
 @dataclass(frozen=True)
 class InboundDM:
-    """One message to the bot, as accepted by the webhook: a direct message, or (kind
-    "mention") a public post mentioning the bot, answered with a public reply to `tweet_id`."""
+    """One message to the bot, as accepted by the webhook: a direct message, (kind
+    "mention") a public post mentioning the bot, answered with a public reply to `tweet_id`,
+    or (kind "xchat") an end-to-end encrypted X Chat message.
+
+    An X Chat message has no `text` here: `xchat` holds the `chat.received` delivery as X
+    sent it (ciphertext, key change, signature, conversation token), decrypted only in the
+    worker's memory. `reply` is the encrypted answer once made (with the user state the
+    decision leaves), so a retry resends the very same signed message."""
 
     event_id: str
     sender_id: str
@@ -20,6 +27,8 @@ class InboundDM:
     created_at: float  # epoch seconds, from X's timestamp
     kind: str = "dm"  # "dm" or "mention"
     tweet_id: str | None = None
+    xchat: dict[str, Any] | None = None
+    reply: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         """The stored form (both stores keep the same JSON)."""
@@ -31,6 +40,8 @@ class InboundDM:
     def from_json(cls, payload: str | bytes) -> InboundDM:
         data = orjson.loads(payload)
         tweet_id = data.get("tweet_id")
+        xchat = data.get("xchat")
+        reply = data.get("reply")
         return cls(
             event_id=str(data["event_id"]),
             sender_id=str(data["sender_id"]),
@@ -41,6 +52,9 @@ class InboundDM:
             # Jobs stored before mentions existed are DMs.
             kind=str(data.get("kind", "dm")),
             tweet_id=None if tweet_id is None else str(tweet_id),
+            # Rows stored before X Chat have neither.
+            xchat=xchat if isinstance(xchat, dict) else None,
+            reply=reply if isinstance(reply, dict) else None,
         )
 
 

@@ -657,6 +657,81 @@ async def test_prune_while_the_job_is_still_queued(store: Store) -> None:
     assert sorted(j.event.event_id for j in jobs) == ["fresh", "pending"]
 
 
+# X Chat: the prepared reply and the conversation keys ---------------------------------------
+
+
+def xchat_event(user: str = "42", event_id: str | None = None) -> InboundDM:
+    """An X Chat job as the webhook stores it: no text, the delivery as it came."""
+    eid = event_id if event_id is not None else f"xchat:x-{next(_counter)}"
+    return InboundDM(
+        event_id=eid, sender_id=user, recipient_id="1000", for_user_id="1000", text="",
+        created_at=T0, kind="xchat",
+        xchat={"data": {"event_type": "chat.received", "event_uuid": "-17",
+                        "payload": {"id": eid, "sender_id": user, "encoded_event": "QUJD"}}},
+    )
+
+
+async def test_xchat_event_round_trips(store: Store) -> None:
+    event = xchat_event()
+    assert await store.enqueue([event], T0) == [True]
+    assert (await claim_ok(store)).event == event
+
+
+async def test_a_saved_reply_comes_back_with_the_next_claim(store: Store) -> None:
+    await store.enqueue([xchat_event(event_id="xchat:r1")], T0)
+    job = await claim_ok(store)
+    prepared = replace(job.event, reply={"payload": {"message_id": "m-1"}, "action": "fact"})
+    assert await store.save_reply(job, prepared)
+    assert await store.release(job, T0 + 1, "HTTP 503")
+    again = await claim_ok(store, T0 + 1)
+    assert again.job_id == job.job_id
+    assert again.event == prepared
+    # The dead letter keeps what was last saved too.
+    assert await store.dead_letter(again, "HTTP 400", T0 + 2, None)
+    assert await store.retry_dead_letters(None, T0 + 3) == 1
+    assert (await claim_ok(store, T0 + 3)).event == prepared
+
+
+@pytest.mark.parametrize("kind", ["expired", "forged"])
+async def test_stale_save_reply_changes_nothing(store: Store, kind: str) -> None:
+    await store.enqueue([xchat_event(user="9", event_id="xchat:s1")], T0)
+    stale = await claim_ok(store, T0, lease=5)
+    current = await claim_ok(store, T0 + 6)
+    bad = stale if kind == "expired" else _forged(current)
+    original = current.event
+    assert await store.save_reply(bad, replace(original, reply={"payload": {}})) is False
+    assert await store.release(current, T0 + 7, "back")
+    assert (await claim_ok(store, T0 + 7)).event == original
+
+
+async def test_conversation_keys_are_kept_replaced_and_read_back(store: Store) -> None:
+    assert await store.load_conversation_keys() == {}
+    # Opaque bytes, any of them: the store neither reads nor reshapes a sealed blob.
+    first, second, newer = b"xck1.\x00\xffone", bytes(range(256)), b"xck1.newer"
+    await store.save_conversation_keys({"42:1000": first, "g77": second})
+    assert await store.load_conversation_keys() == {"42:1000": first, "g77": second}
+    await store.save_conversation_keys({"42:1000": newer})
+    await store.save_conversation_keys({})
+    assert await store.load_conversation_keys(["42:1000", "7:1000"]) == {"42:1000": newer}
+    assert await store.load_conversation_keys(["g77"]) == {"g77": second}
+    assert await store.load_conversation_keys([]) == {}
+    assert await store.load_conversation_keys() == {"42:1000": newer, "g77": second}
+
+
+async def test_conversation_keys_survive_close_and_reopen(backend: Backend) -> None:
+    blobs = {f"{n}:1000": f"xck1.sealed-{n}".encode() for n in range(1, 4)}
+    first = backend.new_store()
+    await first.open()
+    await first.save_conversation_keys(blobs)
+    await first.close()
+    second = backend.new_store()
+    await second.open()
+    try:
+        assert await second.load_conversation_keys() == blobs
+    finally:
+        await second.close()
+
+
 # Durability ---------------------------------------------------------------------------------
 
 

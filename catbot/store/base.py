@@ -4,13 +4,15 @@ Every implementation gives the same guarantees (checked by one shared contract s
 - `enqueue` dedupes by event id and queues a job in one atomic step;
 - a job is claimed under a lease, at most one job per user at a time, oldest first, so a
   user's messages are answered in order and their state is never updated concurrently;
-- `complete`/`release`/`dead_letter` succeed only for the current claim (the token), and
-  `complete` persists the user's new state in the same step as the ack.
+- `complete`/`release`/`dead_letter`/`save_reply` succeed only for the current claim (the
+  token), and `complete` persists the user's new state in the same step as the ack;
+- X Chat conversation keys are kept as the opaque sealed blobs they are given, one per
+  conversation (secrets: no implementation logs them or puts them anywhere else).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from catbot.brain import UserState
@@ -53,6 +55,10 @@ class Store(Protocol):
     async def complete(self, job: Job, state: UserState | None) -> bool:
         """Ack the job and save the user's state atomically; False if the lease was lost."""
 
+    async def save_reply(self, job: Job, event: InboundDM) -> bool:
+        """Store `event` (the job's event with its prepared reply) as the claimed job's event,
+        so a later claim of this job gets it back; False if the lease was lost."""
+
     async def release(self, job: Job, not_before: float, error: str) -> bool:
         """Hand the job back, claimable again from `not_before`."""
 
@@ -79,3 +85,12 @@ class Store(Protocol):
 
     async def prune(self, seen_before: float) -> int:
         """Forget event ids seen before `seen_before` (dedupe window housekeeping)."""
+
+    async def save_conversation_keys(self, sealed: Mapping[str, bytes]) -> None:
+        """Keep each conversation's sealed X Chat key blob, replacing the one stored before."""
+
+    async def load_conversation_keys(
+        self, conversation_ids: Sequence[str] | None = None
+    ) -> dict[str, bytes]:
+        """The sealed blobs of the named conversations (all when None); unknown ids are
+        left out."""

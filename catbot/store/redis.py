@@ -21,6 +21,8 @@ Data model (every key starts with the prefix, `catbot:` unless the URL says `?pr
     budget            zset   the global DM sends of every replica (sliding windows);
                              budget:<family> the same for another family (budget:post)
     heartbeat:<name>  string written by each replica's readiness check (a real write)
+    xchat_keys        hash   conversation id -> sealed X Chat key blob (base64 of the opaque
+                             bytes the keyring sealed; secrets, read only to load them)
 
 Why turns and not one stream entry per job: the contract serialises each user (at most one
 job in flight per user, the user's jobs in order). A stream of jobs read with XREADGROUP would
@@ -75,6 +77,7 @@ must persist: `appendonly yes` (see the README for the settings).
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -250,6 +253,14 @@ redis.call('XCLAIM', STREAM, GROUP, ARGV[7], 0, h[2], 'TIME',
 return 1
 """
 
+_SAVE_REPLY = """
+-- ARGV: P, job id, token, payload.
+local jk = P .. 'job:' .. ARGV[2]
+if redis.call('HGET', jk, 'tok') ~= ARGV[3] then return 0 end
+redis.call('HSET', jk, 'payload', ARGV[4])
+return 1
+"""
+
 _COMPLETE = """
 -- ARGV: P, job id, token, then the user's state (see save_user).
 local id = ARGV[2]
@@ -409,6 +420,7 @@ class RedisStore:
             for name, body, writes in (
                 ("enqueue", _ENQUEUE, True), ("claim", _CLAIM, True),
                 ("extend", _EXTEND, True), ("release", _RELEASE, True),
+                ("save_reply", _SAVE_REPLY, True),
                 ("complete", _COMPLETE, True), ("dead_letter", _DEAD_LETTER, True),
                 ("retry_dead", _RETRY_DEAD, True), ("pending", _PENDING, False),
                 ("dead_letters", _DEAD_LETTERS, False), ("send_slot", _TAKE_SEND_SLOT, True),
@@ -545,6 +557,11 @@ class RedisStore:
             "complete", job.job_id, job.claim_token, *_user_args(state)
         ))
 
+    async def save_reply(self, job: Job, event: InboundDM) -> bool:
+        return bool(await self._run(
+            "save_reply", job.job_id, job.claim_token, event.to_json()
+        ))
+
     async def release(self, job: Job, not_before: float, error: str) -> bool:
         return bool(await self._run(
             "release", job.job_id, job.claim_token, repr(not_before), _ms(not_before),
@@ -613,6 +630,40 @@ class RedisStore:
         except RedisError as exc:
             raise StoreError(f"Redis prune failed: {exc}") from exc
         return 0
+
+    # X Chat keys ---------------------------------------------------------------------------
+
+    async def save_conversation_keys(self, sealed: Mapping[str, bytes]) -> None:
+        if not sealed:
+            return
+        # The client decodes answers as UTF-8 text: base64 keeps any blob intact.
+        mapping: dict[Any, Any] = {
+            cid: base64.b64encode(bytes(blob)).decode("ascii") for cid, blob in sealed.items()
+        }
+        try:
+            await self.client.hset(self.prefix + "xchat_keys", mapping=mapping)
+        except RedisError as exc:
+            # Never the mapping in the message: the blobs are secrets.
+            raise StoreError(f"Redis save_conversation_keys failed: {type(exc).__name__}") \
+                from None
+
+    async def load_conversation_keys(
+        self, conversation_ids: Sequence[str] | None = None
+    ) -> dict[str, bytes]:
+        key = self.prefix + "xchat_keys"
+        try:
+            if conversation_ids is None:
+                raw: Mapping[Any, Any] = await self.client.hgetall(key)
+            elif not conversation_ids:
+                return {}
+            else:
+                values = await self.client.hmget(key, list(conversation_ids))
+                raw = dict(zip(conversation_ids, values, strict=True))
+        except RedisError as exc:
+            raise StoreError(f"Redis load_conversation_keys failed: {type(exc).__name__}") \
+                from None
+        return {str(cid): base64.b64decode(str(value))
+                for cid, value in raw.items() if value is not None}
 
     # Users --------------------------------------------------------------------------------
 

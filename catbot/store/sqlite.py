@@ -17,7 +17,7 @@ import secrets
 import sqlite3
 import stat
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any, TypeVar, cast
@@ -63,6 +63,12 @@ CREATE TABLE IF NOT EXISTS users (
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+-- X Chat conversation keys, one sealed blob per conversation (secrets: never read but to
+-- load them into the daemon's keyring).
+CREATE TABLE IF NOT EXISTS xchat_keys (
+    conversation_id TEXT PRIMARY KEY,
+    sealed BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -334,6 +340,12 @@ class SQLiteStore:
                 await _save_user(db, state)
         return owned
 
+    async def save_reply(self, job: Job, event: InboundDM) -> bool:
+        return await self._update_claimed(
+            job, "UPDATE jobs SET payload = ? WHERE id = ? AND claim_token = ?",
+            (event.to_json(),),
+        )
+
     async def release(self, job: Job, not_before: float, error: str) -> bool:
         return await self._update_claimed(
             job,
@@ -432,6 +444,34 @@ class SQLiteStore:
                 (seen_before,),
             )
             return cursor.rowcount
+
+    # X Chat keys ---------------------------------------------------------------------------
+
+    async def save_conversation_keys(self, sealed: Mapping[str, bytes]) -> None:
+        if not sealed:
+            return
+        async with self._transaction() as db:
+            await db.executemany(
+                "INSERT INTO xchat_keys (conversation_id, sealed) VALUES (?, ?)"
+                " ON CONFLICT (conversation_id) DO UPDATE SET sealed = excluded.sealed",
+                [(cid, bytes(blob)) for cid, blob in sealed.items()],
+            )
+
+    async def load_conversation_keys(
+        self, conversation_ids: Sequence[str] | None = None
+    ) -> dict[str, bytes]:
+        params: tuple[str, ...] = ()
+        if conversation_ids is None:
+            sql = "SELECT conversation_id, sealed FROM xchat_keys"
+        elif not conversation_ids:
+            return {}
+        else:
+            sql = ("SELECT conversation_id, sealed FROM xchat_keys WHERE conversation_id IN"
+                   f" ({', '.join('?' * len(conversation_ids))})")
+            params = tuple(conversation_ids)
+        async with self.db.execute(sql, params) as cursor:
+            rows = await cursor.fetchall()
+        return {str(cid): bytes(blob) for cid, blob in rows}
 
     # Users --------------------------------------------------------------------------------
 
