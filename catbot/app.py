@@ -28,12 +28,15 @@ from catbot.facts import CorpusSource, FactSource, RemoteSource
 from catbot.logs import AccessLog, ServerErrorLog, get_logger
 from catbot.observability import Health, Metrics, internal_app
 from catbot.outbox import Outbox, OutboxSettings
-from catbot.ratelimit import DM, POST, Allowance, RateGate, SendBudget, SharedSendBudget
+from catbot.outbox_xchat import XChatSide
+from catbot.ratelimit import DM, POST, XCHAT, Allowance, RateGate, SendBudget, SharedSendBudget
 from catbot.store import Store, create_store
 from catbot.webhook.routes import WebhookHandler, WebhookPolicy, add_routes
 from catbot.webhook.signature import SignatureVerifier
 from catbot.x.dm import Credentials, DMSender
 from catbot.x.management import XApiError, management_for
+from catbot.xchat.client import XChatClient
+from catbot.xchat.crypto import XChatCrypto
 
 log = get_logger("catbot.app")
 
@@ -68,6 +71,9 @@ class Daemon:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.credentials = credentials_from(settings)
+        # Checked before anything starts: a half-set or unusable key is a ConfigError
+        # naming the variable. None: X Chat is off.
+        self.xchat_identity = settings.xchat_identity()
         self.metrics = metrics or Metrics()
         self.store: Store = create_store(
             settings.store_url, dedupe_seconds=dedupe_window(settings)
@@ -104,6 +110,7 @@ class Daemon:
             stack.push_async_callback(session.close)
             facts = self._facts(session)
             stack.push_async_callback(facts.aclose)
+            xchat = await self._xchat(session)
 
             policy = Policy.build(s.cooldown_seconds, s.daily_cap, s.trigger, s.reply_suffix,
                                   language=s.language)
@@ -123,6 +130,7 @@ class Daemon:
                     store_timeout_seconds=s.store_timeout_seconds,
                 ),
                 allowances=self._allowances(),
+                xchat=xchat,
             )
             self.handler = handler = WebhookHandler(
                 WebhookPolicy(
@@ -134,6 +142,7 @@ class Daemon:
                     store_timeout_seconds=s.store_timeout_seconds,
                     body_timeout_seconds=s.body_timeout_seconds,
                     reply_to_mentions=s.reply_to_mentions,
+                    answer_xchat=xchat is not None,
                 ),
                 SignatureVerifier(s.signing_secrets()),
                 self.store,
@@ -174,10 +183,21 @@ class Daemon:
             log.info(
                 "started", port=s.port, path=s.webhook_path, metrics_port=s.metrics_port,
                 api=s.x_api, api_base=redact_url(s.api_base), workers=s.workers,
-                store=s.store_url.split(":", 1)[0],
+                store=s.store_url.split(":", 1)[0], xchat=xchat is not None,
             )
             yield self
         log.info("stopped")
+
+    async def _xchat(self, session: aiohttp.ClientSession) -> XChatSide | None:
+        """X Chat's parts on the daemon's session and API base, with every conversation
+        key the store kept (a job queued before a restart may need one)."""
+        if self.xchat_identity is None:
+            return None
+        client = XChatClient(self.credentials, session, self.settings.x_api_base)
+        side = XChatSide(XChatCrypto(self.xchat_identity), client, client.signing_key_cache(),
+                         self.store, self.metrics)
+        await side.load_all()
+        return side
 
     def _facts(self, session: aiohttp.ClientSession) -> FactSource:
         corpus = CorpusSource()
@@ -280,11 +300,13 @@ class Daemon:
         self.metrics.outbox_depth.set(await self.store.depth())
 
     def _allowances(self) -> dict[str, Allowance]:
-        """A gate and a budget for each endpoint family: X counts DMs and posts apart."""
+        """A gate and a budget for each endpoint family: X counts DMs, posts and X Chat
+        sends apart."""
         s = self.settings
         windows = {
             DM: {900.0: s.dm_budget_15min, 86400.0: s.dm_budget_24h},
             POST: {900.0: s.post_budget_15min, 86400.0: s.post_budget_24h},
+            XCHAT: {900.0: s.xchat_budget_15min, 86400.0: s.xchat_budget_24h},
         }
         return {family: Allowance(RateGate(), self._budget(family, family_windows))
                 for family, family_windows in windows.items()}

@@ -25,6 +25,8 @@ from prometheus_client.openmetrics.exposition import (
     generate_latest as generate_openmetrics,
 )
 
+from catbot.xchat.errors import DECRYPT_FAILURE_REASONS
+
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -130,6 +132,20 @@ class Metrics:
             "catbot_http_parse_errors",
             "Requests that were not valid HTTP (refused with 400 before any handler), "
             "by listener (public, internal) and kind", ["listener", "kind"], registry=r,
+        )
+        # Bounded: the reasons of catbot.xchat.errors, each shown from the start (0), so
+        # an alert on a rate has a series to work on before the first failure.
+        self.xchat_decrypt_failures = Counter(
+            "catbot_xchat_decrypt_failures",
+            "X Chat messages that could not be read, by reason (unverified: never answered)",
+            ["reason"], registry=r,
+        )
+        for reason in DECRYPT_FAILURE_REASONS:
+            self.xchat_decrypt_failures.labels(reason)
+        self.xchat_key_recoveries = Counter(
+            "catbot_xchat_key_recoveries",
+            "Conversation keys looked for after a message arrived without a usable one, by "
+            "where they were found (store, x) or not (missing)", ["source"], registry=r,
         )
 
 

@@ -9,6 +9,13 @@ Each reply goes out on an endpoint family (`family_of`: a DM, or a public post f
 mention) with its own allowance (`catbot.ratelimit`). A job whose family cannot send for
 longer than `park_after_seconds` is handed back until it can ("parked") rather than held:
 a worker waiting out a 15-minute posting limit would be a worker no DM can use.
+
+X Chat jobs (kind "xchat") are read first (`catbot.outbox_xchat`: verify, decrypt, in memory
+only), decided by the same brain on the decrypted text, and answered with an encrypted reply
+on their own family. The reply is stored with the job before its first send, so every retry,
+after a requeue, a park or a crash, resends the very same signed message and X sees one
+`message_id`. A message that cannot be read is never answered: it is dead-lettered with the
+reason (`xchat_unverified`, ...) and counted in `catbot_xchat_decrypt_failures_total`.
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -28,12 +36,21 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from catbot.brain import Action, Decision, Policy, decide, fact_length_budget, render
+from catbot.brain import (
+    Action,
+    Decision,
+    Policy,
+    UserState,
+    decide,
+    fact_length_budget,
+    render,
+)
 from catbot.facts import FactSource
 from catbot.logs import get_logger
 from catbot.models import InboundDM, Job
 from catbot.observability import Metrics
-from catbot.ratelimit import DM, POST, Allowance, WaitTooLong
+from catbot.outbox_xchat import PreparedReply, XChatSide
+from catbot.ratelimit import DM, POST, XCHAT, Allowance, WaitTooLong
 from catbot.store import Store
 from catbot.textfit import Channel
 from catbot.x.dm import (
@@ -44,8 +61,22 @@ from catbot.x.dm import (
     SentDM,
     TransientSendError,
 )
+from catbot.xchat.errors import XChatError
 
 log = get_logger("catbot.outbox")
+
+
+class _Accepted(Protocol):
+    """What any send answers with: X's view of the family's window after it."""
+
+    @property
+    def remaining(self) -> int | None: ...
+
+    @property
+    def reset_at(self) -> float | None: ...
+
+
+_Sent = TypeVar("_Sent", bound=_Accepted)
 
 
 @dataclass(frozen=True)
@@ -76,6 +107,7 @@ class Outbox:
         settings: OutboxSettings,
         allowances: Mapping[str, Allowance],
         clock: Callable[[], float] = time.time,
+        xchat: XChatSide | None = None,
     ) -> None:
         self.store = store
         self.sender = sender
@@ -86,6 +118,8 @@ class Outbox:
         # One per endpoint family the bot sends on; a job's family must be among them.
         self.allowances = dict(allowances)
         self.clock = clock
+        # None while X Chat is off: its jobs (queued while it was on) are dead-lettered.
+        self.xchat = xchat
         self._tasks: list[asyncio.Task[None]] = []
         self._wakeups: list[asyncio.Event] = []
         self._stopping = asyncio.Event()
@@ -184,11 +218,12 @@ class Outbox:
 
     async def _handle(self, job: Job) -> None:
         event = job.event
+        if event.kind == "xchat":
+            await self._handle_xchat(job)
+            return
         state = await self.store.get_user(event.sender_id)
         text = strip_mentions(event.text) if event.kind == "mention" else event.text
-        decision = decide(text, state, self.clock(), self.policy)
-        self.metrics.decisions.labels(decision.reason).inc()
-        log.info("decided", event_id=event.event_id, reason=decision.reason)
+        decision = self._decide(event, text, state)
 
         if not decision.replies:
             await self.store.complete(job, decision.state)
@@ -204,11 +239,100 @@ class Outbox:
             # Nothing is saved: the job comes back as it was and is decided afresh then.
             await self._park(job, channel, exc.until)
         except PermanentSendError as exc:
-            await self._dead_letter(job, decision, str(exc))
+            await self._dead_letter(job, decision.state, str(exc))
         except (TransientSendError, AppSendError) as exc:
             await self._requeue(job, exc)
         else:
-            await self._complete(job, decision, sent)
+            await self._complete(job, decision.state, decision.action, sent.dm_event_id)
+
+    def _decide(self, event: InboundDM, text: str, state: UserState) -> Decision:
+        decision = decide(text, state, self.clock(), self.policy)
+        self.metrics.decisions.labels(decision.reason).inc()
+        log.info("decided", event_id=event.event_id, reason=decision.reason)
+        return decision
+
+    # X Chat -------------------------------------------------------------------------------
+
+    async def _handle_xchat(self, job: Job) -> None:
+        side = self.xchat
+        if side is None:
+            await self._dead_letter(
+                job, None, "xchat_off: X Chat is not configured (CATBOT_XCHAT_PRIVATE_KEY, "
+                "CATBOT_XCHAT_KEY_VERSION); `catbot outbox retry` once it is")
+            return
+        try:
+            prepared = (PreparedReply.from_json(job.event.reply) if job.event.reply
+                        else await self._prepare_xchat(job, side))
+        except XChatError as exc:
+            await self._unreadable(job, exc)
+            return
+        except RateLimited as exc:
+            # Looking up keys is not a send: no gate to close, the job waits for the reset.
+            until = exc.reset_at or self.clock() + self.settings.rate_limit_default_wait_seconds
+            await self.store.release(job, until, f"X Chat key lookup rate limited: {exc}")
+            log.warning("xchat_keys_rate_limited", event_id=job.event.event_id,
+                        retry_in=round(until - self.clock(), 1))
+            return
+        except PermanentSendError as exc:
+            await self._dead_letter(job, None, f"xchat_keys: {exc}")
+            return
+        except (TransientSendError, AppSendError) as exc:
+            await self._requeue(job, exc)
+            return
+        if prepared is None:
+            return  # answered without a reply, or the lease was lost meanwhile
+        if job.event.reply is None:
+            stored = replace(job.event, reply=prepared.to_json())
+            if not await self.store.save_reply(job, stored):
+                # Another worker has the job now: it reads and answers it itself.
+                self.metrics.dms_sent.labels("lease_lost").inc()
+                log.warning("reply_save_lost_lease", event_id=job.event.event_id)
+                return
+            job = replace(job, event=stored)
+
+        client = side.client
+        try:
+            await self._deliver(XCHAT, lambda: client.send_message(prepared.payload))
+        except WaitTooLong as exc:
+            # The encrypted reply stays with the job: the same message goes out later.
+            await self._park(job, XCHAT, exc.until)
+        except PermanentSendError as exc:
+            # X refused this very message: a retry from the dead letters decides afresh.
+            await self._dead_letter(replace(job, event=replace(job.event, reply=None)),
+                                    prepared.state, f"xchat_refused: {exc}")
+        except (TransientSendError, AppSendError) as exc:
+            await self._requeue(job, exc)
+        else:
+            await self._complete(job, prepared.state, prepared.action,
+                                 prepared.payload.message_id)
+
+    async def _prepare_xchat(self, job: Job, side: XChatSide) -> PreparedReply | None:
+        """Read, decide, encrypt. None when the decision sends nothing (the job is done)."""
+        delivery = side.delivery_of(job.event)
+        message = await side.read(delivery)
+        state = await self.store.get_user(job.event.sender_id)
+        # The brain sees what the friend wrote, as it sees a DM's text; it lives only here.
+        decision = self._decide(job.event, message.text, state)
+        if not decision.replies:
+            await self.store.complete(job, decision.state)
+            return None
+        # X Chat has no length of its own on X's pages: the DM channel's limits.
+        decision, fact_text = await self._with_fact(decision, DM)
+        text = render(decision, fact_text, self.policy, DM)
+        payload = side.crypto.encrypt_reply(
+            message.conversation_id, text, conversation_token=delivery.conversation_token
+        )
+        return PreparedReply(payload, decision.state, decision.action)
+
+    async def _unreadable(self, job: Job, exc: XChatError) -> None:
+        self.metrics.xchat_decrypt_failures.labels(exc.reason).inc()
+        if exc.reason == "not_a_message":
+            # A verified reaction, edit or key change: nothing to answer, nothing wrong.
+            await self.store.complete(job, None)
+            log.info("xchat_not_a_message", event_id=job.event.event_id)
+            return
+        # Never answered: a message that does not verify is not provably the sender's.
+        await self._dead_letter(job, None, f"xchat_{exc.reason}: {exc}")
 
     async def _with_fact(
         self, decision: Decision, channel: Channel
@@ -221,20 +345,22 @@ class Outbox:
         )
         return replace(decision, state=replace(decision.state, seen_facts=seen)), fact.text
 
-    async def _complete(self, job: Job, decision: Decision, sent: SentDM) -> None:
-        if await self.store.complete(job, decision.state):
+    async def _complete(
+        self, job: Job, state: UserState, action: Action, sent_id: str | None
+    ) -> None:
+        if await self.store.complete(job, state):
             self.metrics.dms_sent.labels("sent").inc()
             self.metrics.event_to_reply.observe(max(0.0, self.clock() - job.event.created_at))
-            log.info("replied", event_id=job.event.event_id, dm_event_id=sent.dm_event_id,
-                     action=decision.action.value)
+            log.info("replied", event_id=job.event.event_id, dm_event_id=sent_id,
+                     action=action.value)
         else:
             # Another worker took over after our lease lapsed; it will answer too.
             self.metrics.dms_sent.labels("lease_lost").inc()
             log.warning("ack_lost_lease", event_id=job.event.event_id)
 
-    async def _dead_letter(self, job: Job, decision: Decision, reason: str) -> None:
+    async def _dead_letter(self, job: Job, state: UserState | None, reason: str) -> None:
         # Keep the new state even so: a STOP must stick although its confirmation failed.
-        await self.store.dead_letter(job, reason, self.clock(), decision.state)
+        await self.store.dead_letter(job, reason, self.clock(), state)
         self.metrics.dms_sent.labels("dead_letter").inc()
         self.metrics.dead_letters.labels(_reason_label(reason)).inc()
         log.warning("dead_lettered", event_id=job.event.event_id, reason=reason)
@@ -263,6 +389,14 @@ class Outbox:
         """Send one reply: retry transient failures, wait out short rate limits without
         counting; `WaitTooLong` when its family has no room for `park_after_seconds`."""
         family = family_of(event)
+        tweet_id = event.tweet_id
+        if family == POST and tweet_id is not None:
+            return await self._deliver(family, lambda: self.sender.reply_to_post(tweet_id, text))
+        return await self._deliver(family, lambda: self.sender.send(event.sender_id, text))
+
+    async def _deliver(self, family: str, send: Callable[[], Awaitable[_Sent]]) -> _Sent:
+        """`send` on `family`'s allowance, with the retries and waits of `deliver`. `send`
+        makes the same request each time (an X Chat resend is the same signed message)."""
         allowance = self.allowances[family]
         while True:
             retrying = AsyncRetrying(
@@ -278,7 +412,7 @@ class Outbox:
             try:
                 async for attempt in retrying:
                     with attempt:
-                        return await self._attempt(event, text, family, allowance)
+                        return await self._attempt(family, allowance, send)
             except RateLimited:
                 # The gate is already closed; the loop waits at it (or parks the job),
                 # attempts start afresh.
@@ -286,8 +420,8 @@ class Outbox:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(
-        self, event: InboundDM, text: str, family: str, allowance: Allowance
-    ) -> SentDM:
+        self, family: str, allowance: Allowance, send: Callable[[], Awaitable[_Sent]]
+    ) -> _Sent:
         gate = allowance.gate
         max_wait = self.settings.park_after_seconds
         # The gate holds a slot for this request until it comes back: requests in flight
@@ -295,7 +429,7 @@ class Outbox:
         is_probe, waited = await gate.acquire(max_wait)
         passed = False
         spent = False
-        sent: SentDM | None = None
+        sent: _Sent | None = None
         try:
             try:
                 budget_wait = await allowance.budget.reserve(max_wait)
@@ -308,10 +442,7 @@ class Outbox:
             started = time.perf_counter()
             spent = True
             try:
-                if family == POST and event.tweet_id is not None:
-                    sent = await self.sender.reply_to_post(event.tweet_id, text)
-                else:
-                    sent = await self.sender.send(event.sender_id, text)
+                sent = await send()
             except RateLimited as exc:
                 # Close before reporting the probe, so no waiter slips through meanwhile.
                 reset_at = exc.reset_at or (

@@ -9,6 +9,9 @@ looked up by family name; adding one (X Chat sends) is one more entry, not a rew
 - `dm`: `POST /2/dm_conversations/with/:participant_id/messages` (v2, XAA) and
   `POST /1.1/direct_messages/events/new.json` (v1.1): the bot uses one of them, by flavour.
 - `post`: `POST /2/tweets` (public replies to mentions, every flavour).
+- `xchat`: `POST /2/chat/conversations/{id}/messages` (encrypted X Chat replies;
+  x-api/chat/send-chat-message). X publishes no figure for it: our budget defaults to the
+  DM one, and its own gate learns the real allowance from X's headers and 429s.
 
 `RateGate`: a 429 closes the gate for everyone until X's reset time (plus jitter). When it
 reopens, one request probes; the others follow only once the probe passed, so a still-closed
@@ -42,6 +45,7 @@ Sleep = Callable[[float], Awaitable[None]]
 # The endpoint families the bot sends on (see the module notes).
 DM: Final = "dm"
 POST: Final = "post"
+XCHAT: Final = "xchat"
 
 
 class WaitTooLong(Exception):
@@ -236,13 +240,17 @@ class SendBudget:
         `WaitTooLong` (taking nothing) when room opens later than `max_wait` from now.
         """
         started = self._clock()
+        napped = False
         async with self._lock:
             while (delay := self._delay()) > 0:
                 if delay > max_wait:
                     raise WaitTooLong(self._clock() + delay)
                 await self._sleep(delay)
+                napped = True
             self._sent.append(self._clock())
-        return self._clock() - started
+        # Time spent queueing for the lock is not a budget wait: counting it would report
+        # a "budget" pause for nearly every send.
+        return self._clock() - started if napped else 0.0
 
     def _delay(self) -> float:
         now = self._clock()
@@ -280,11 +288,14 @@ class SharedSendBudget(SendBudget):
 
     async def reserve(self, max_wait: float = math.inf) -> float:
         started = self._clock()
+        napped = False
         while (delay := await self._take_slot(self._windows)) > 0:
             if delay > max_wait:
                 raise WaitTooLong(self._clock() + delay)
             await self._sleep(min(delay, self._max_nap))
-        return self._clock() - started
+            napped = True
+        # The store's round trip alone is not a budget wait.
+        return self._clock() - started if napped else 0.0
 
 
 @dataclass(frozen=True)

@@ -293,6 +293,23 @@ async def test_budget_under_limit_does_not_wait() -> None:
     assert clock.sleeps == []
 
 
+async def test_a_send_with_room_reports_no_wait_however_the_clock_moves() -> None:
+    # A real clock moves between any two readings: queueing for the lock, or a shared
+    # budget's round trip to Redis, must not count as a "budget" pause.
+    ticks = iter(range(1000))
+
+    def moving() -> float:
+        return float(next(ticks))
+
+    async def take_slot(windows: dict[float, int]) -> float:
+        return 0.0
+
+    local = SendBudget({10.0: 3}, clock=moving)
+    shared = SharedSendBudget({10.0: 3}, take_slot, clock=moving)
+    for budget in (local, shared):
+        assert [await budget.reserve() for _ in range(3)] == [0.0, 0.0, 0.0]
+
+
 async def test_fourth_reserve_waits_until_the_first_leaves_the_window() -> None:
     clock = FakeClock(start=0.0)
     budget = budget_with(clock, {10.0: 3})

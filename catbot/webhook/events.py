@@ -5,6 +5,8 @@ Two envelopes arrive at the same URL whatever flavour the bot manages:
   (docs.x.com/x-api/account-activity/introduction);
 - X Activity API: `{"data": {"event_uuid", "event_type": "dm.received", "filter": {"user_id"},
   "payload": {...}, "includes": {...}}}` (docs.x.com/x-api/activity/event-payloads).
+  With X Chat on, `chat.received` (same page, "Chat events") becomes a DM of kind "xchat"
+  carrying the delivery as it came: ciphertext, read only by the outbox worker.
 Anything else that is a JSON object is acknowledged and ignored: answering an unknown kind
 with an error would only make X retry it. Every payload example X documents for these events
 is in tests/fixtures/x/ with its expected outcome.
@@ -12,6 +14,8 @@ is in tests/fixtures/x/ with its expected outcome.
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
@@ -26,6 +30,8 @@ from pydantic import (
 )
 
 from catbot.models import InboundDM
+from catbot.xchat.errors import XChatError
+from catbot.xchat.wire import conversation_participants, parse_chat_received
 
 # Account Activity arrays and X Activity API event types, mapped to bounded metric labels.
 _ACCOUNT_ACTIVITY_KINDS = {
@@ -79,6 +85,13 @@ _PROFILE_PREFIX = "profile.update."
 # X's ids are decimal strings of a 64-bit integer (docs.x.com/resources/fundamentals/x-ids);
 # anything else is not from X and must not reach the store as a dedupe key.
 _ID_PATTERN = r"^[0-9]{1,19}$"
+
+# An X Chat delivery's own id (a UUID on x-api/activity/event-payloads) or its envelope's
+# event_uuid (a signed decimal there, hex-and-hyphens on xchat/real-time-events): a dedupe key
+# only when it has such a plain form.
+_CHAT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+# The envelope fields an X Chat job keeps: what the worker needs to read it, nothing more.
+_CHAT_ENVELOPE = ("event_type", "event_uuid", "payload")
 
 # v1.1 objects' `created_at`: "Wed Oct 10 20:19:24 +0000 2018" (the Account Activity
 # long-post example). strptime's %a/%b read English names while LC_TIME stays "C", which
@@ -236,13 +249,14 @@ class Delivery:
     ignored: list[tuple[str, str]] = field(default_factory=list)
 
 
-def parse_delivery(body: Any) -> Delivery:
-    """Read a decoded JSON body. Raises `MalformedBody` only when it is not an object."""
+def parse_delivery(body: Any, *, xchat: bool = False) -> Delivery:
+    """Read a decoded JSON body. Raises `MalformedBody` only when it is not an object.
+    `xchat`: X Chat is on, so `chat.received` is answerable (else only counted)."""
     if not isinstance(body, dict):
         raise MalformedBody("the body is not a JSON object")
     data = body.get("data")
     if isinstance(data, dict) and isinstance(data.get("event_type"), str):
-        return _parse_activity(data)
+        return _parse_activity(data, xchat)
     if "for_user_id" in body or any(key in body for key in _ACCOUNT_ACTIVITY_KINDS):
         return _parse_account_activity(body)
     return Delivery("unknown", None, ignored=[("unknown", "ignored")])
@@ -269,7 +283,7 @@ def _parse_account_activity(body: dict[str, Any]) -> Delivery:
     return delivery
 
 
-def _parse_activity(data: dict[str, Any]) -> Delivery:
+def _parse_activity(data: dict[str, Any], xchat: bool = False) -> Delivery:
     # `event_uuid` is X's id of the delivery, not of the event (a decimal 64-bit value that
     # may be negative): dedupe uses the DM's or the post's own id, so it is not read.
     event_type = str(data["event_type"])
@@ -283,6 +297,8 @@ def _parse_activity(data: dict[str, Any]) -> Delivery:
         _parse_dm_events(payload.get("direct_message_events"), for_user_id, delivery)
     elif kind == "mention":
         _parse_post(payload, for_user_id, delivery)
+    elif xchat and event_type == "chat.received":
+        _parse_chat(data, for_user_id, delivery)
     else:
         delivery.ignored.append((kind, "ignored"))
     return delivery
@@ -353,6 +369,43 @@ def _parse_post(value: Any, for_user_id: str | None, delivery: Delivery) -> None
         return
     delivery.mentions.append(_mention(post.id, post.author_id, post.full_text,
                                       post.created_at, for_user_id))
+
+
+def _parse_chat(data: dict[str, Any], for_user_id: str | None, delivery: Delivery) -> None:
+    """A `chat.received` delivery as an X Chat job: checked for shape only (ids, base64),
+    stored as it came. Nothing is decrypted here: the webhook never holds plaintext."""
+    try:
+        chat = parse_chat_received({"data": data})
+        participants = conversation_participants(chat.conversation_id)
+    except XChatError:
+        delivery.ignored.append(("chat", "malformed"))
+        return
+    dedupe_id = chat.dedupe_id
+    if dedupe_id is None or not _CHAT_ID.match(dedupe_id):
+        delivery.ignored.append(("chat", "malformed"))
+        return
+    if for_user_id is None or (
+        not chat.conversation_id.startswith("g") and for_user_id not in participants
+    ):
+        delivery.ignored.append(("chat", "not_for_us"))
+        return
+    # X's documented example carries created_at_msec; the shorter live variant
+    # (xchat/real-time-events) does not: such a message is as old as its arrival.
+    created = (chat.created_at_msec / 1000.0 if chat.created_at_msec is not None
+               else time.time())
+    delivery.direct_messages.append(
+        InboundDM(
+            # DM, post and X Chat ids come from different sequences: dedupe keys kept apart.
+            event_id="xchat:" + dedupe_id,
+            sender_id=chat.sender_id,
+            recipient_id=for_user_id,
+            for_user_id=for_user_id,
+            text="",
+            created_at=created,
+            kind="xchat",
+            xchat={"data": {key: data[key] for key in _CHAT_ENVELOPE if key in data}},
+        )
+    )
 
 
 def _mention(

@@ -48,10 +48,12 @@ class WebhookPolicy:
     # How far ahead of our clock an event's time may be: a time past it cannot be checked
     # for age (a stored "now + 1 year" would stay fresh all year), so it is refused.
     max_future_skew_seconds: float = 300.0
+    # X Chat is on: `chat.received` is stored (as ciphertext) and answered.
+    answer_xchat: bool = False
 
 
 # Metric label of each kind of answerable event.
-_KIND_LABEL = {"dm": "direct_message", "mention": "mention"}
+_KIND_LABEL = {"dm": "direct_message", "mention": "mention", "xchat": "chat"}
 
 
 def classify(dm: InboundDM, policy: WebhookPolicy, now: float) -> str:
@@ -173,7 +175,7 @@ class WebhookHandler:
 
         try:
             # orjson: the body's parse was the largest single cost left in the ingest profile.
-            delivery = parse_delivery(orjson.loads(body))
+            delivery = parse_delivery(orjson.loads(body), xchat=self.policy.answer_xchat)
         except (ValueError, RecursionError):
             self.metrics.webhook_requests.labels("bad_json").inc()
             return _error(400, "body is not a JSON object")
