@@ -11,6 +11,14 @@ Users and traffic:
   the bot; answers `{"event_id", "deliveries": [{"url", "status", "error"}]}` (first attempts;
   `"held": true` when the reorder fault holds them, `"duplicate": true` on copies).
 - `POST /dm_batch` `{"messages": [...]}`: one delivery holding several events.
+- `POST /xchat` `{"sender_id", "text", "sender_name"?, "created_timestamp"?}`: the same as
+  an end-to-end encrypted X Chat message. The user (every emulated user has X Chat keys)
+  encrypts `text` to the bot, making the conversation key the first time or when either
+  key changed, and X delivers `chat.received` (X Activity API envelope, payload as X's
+  documented example) to the bot's `chat.received` subscriptions. Answers `{"event_id",
+  "conversation_id", "sequence_id", "deliveries"}`; 409 while the bot has registered no
+  X Chat public key (`catbot xchat register`). Shapes and routes in
+  `catbot.emulator.xchat_api`.
 - `POST /mention` `{"sender_id", "text", "sender_name"?, "user_has_blocked"?: bool or
   "true"/"false", "is_blocked_by"?: the same, "retweet"?: bool, "in_reply_to_tweet_id"?}`:
   that user posts publicly naming the bot (`@<bot screen name> ` is put in front when the
@@ -28,12 +36,15 @@ Users and traffic:
 - `POST /redeliver` `{"event_id"}` (a DM event id or a post's `tweet_id`): the same bytes
   again. `POST /deliver_raw` `{"body"}` or
   `{"body_text"}`, `"sign"`, `"signature"`: arbitrary bodies to the webhooks.
-- `GET /messages[?user_id=]`, `GET /stats`, `GET /deliveries` (outgoing POSTs, with
+- `GET /messages[?user_id=]` (DMs and X Chat messages both ways, oldest first, each with
+  `"channel": "dm"` or `"xchat"`; the bot's X Chat messages as the friend's app decrypts
+  them), `GET /stats`, `GET /deliveries` (outgoing POSTs, with
   `webhook_id` and `attempt`), `GET /requests[?route=dm&since=<epoch s>]` (X API requests:
-  `at` arrival, `answered_at`, `method`, `path`, `route` (`dm`, `webhooks`, `auth`, `other`),
-  `status` (null when the connection was dropped), `outcome` for DM sends and posts:
-  `sent`, `rate_limited`, `failed`, `forbidden`, `dropped`, `invalid`, `unauthorized`;
-  `route=tweets` for `POST /2/tweets`).
+  `at` arrival, `answered_at`, `method`, `path`, `route` (`dm`, `xchat`, `webhooks`, `auth`,
+  `other`), `status` (null when the connection was dropped), `outcome` for DM sends, X Chat
+  sends and posts: `sent`, `rate_limited`, `failed`, `forbidden`, `dropped`, `invalid`,
+  `unauthorized`; `route=tweets` for `POST /2/tweets`, `route=xchat` for the X Chat routes
+  and the public-key directory).
 - `POST /reset`: forget traffic (held deliveries too), faults, counters and budgets
   (webhooks, subscriptions and the delivery mode stay).
 
@@ -67,8 +78,16 @@ Faults: `GET /faults`; `POST /faults` replaces them all (fields not given are of
   `forbidden_codes` {id: 150|151|226|349}: permanent refusals of DMs to those users.
 - `post_fail_next` N, `post_fail_status` (default 503): the next N `POST /2/tweets` fail;
   `post_rate_limit_next` N: the next N get 429.
-- `latency` {key: seconds}: delay before handling any X request. Keys: `dm`, `tweets`,
-  `webhooks`
+- X Chat sends (`POST /2/chat/conversations/{id}/messages`), their own family, as the DM
+  fields: `xchat_delay_seconds`; `xchat_fail_next` N, `xchat_fail_status` (default 503),
+  `xchat_fail_for_seconds` S (after the message was checked; X keeps nothing);
+  `xchat_drop_next` N (disconnect before anything); `xchat_rate_limit_next` N,
+  `xchat_rate_limit_for_seconds` S, `xchat_rate_limit_reset_in` (default 1; null: a 429
+  without headers); `xchat_budget_limit` N, `xchat_budget_window` S (the real allowance,
+  default 200 per 900 s: X documents none, see `catbot.emulator.xchat_api`);
+  `xchat_forbidden_recipients` [ids]: a permanent 403 (code 349) for sends to them.
+- `latency` {key: seconds}: delay before handling any X request. Keys: `dm`, `xchat`,
+  `tweets`, `webhooks`
   (all management routes), `auth`, `*` (every X route), a path glob (`/2/webhooks*`), a
   route template (`/2/webhooks/{webhook_id}`), either optionally after a method
   (`PUT /2/webhooks/*`). The largest matching delay applies.
@@ -83,8 +102,10 @@ Faults: `GET /faults`; `POST /faults` replaces them all (fields not given are of
 - `crc_timeout` S: the CRC answer deadline (default `--crc-timeout`, 3).
 - `seed`: seeds every random draw above, so a run can be replayed.
 Everything injected is counted in `GET /stats`: `post_failed`, `dm_dropped`, `dm_forbidden`,
-`dm_rate_limited`, `dm_failed`, `latency_injected`, `delivery_timeouts`, `redeliveries`,
-`redeliveries_exhausted`, `duplicates_sent`, `deliveries_held`, `reorder_flushes`.
+`dm_rate_limited`, `dm_failed`, `xchat_dropped`, `xchat_forbidden`, `xchat_rate_limited`,
+`xchat_failed`, `latency_injected`, `delivery_timeouts`, `redeliveries`,
+`redeliveries_exhausted`, `duplicates_sent`, `deliveries_held`, `reorder_flushes`; X Chat
+traffic also as `xchat_received` (messages to the bot), `xchat_requests` and `xchat_sent`.
 """
 
 from __future__ import annotations

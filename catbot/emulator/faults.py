@@ -22,7 +22,7 @@ FAULT_DEFAULT_RESET_IN = 1.0
 # X's codes for a DM that can never be sent to this recipient (all answered with HTTP 403).
 PERMANENT_DM_CODES = frozenset({150, 151, 226, 349})
 # Route classes usable as latency keys, beside "*" and path patterns.
-ROUTE_CLASSES = ("dm", "tweets", "webhooks", "auth")
+ROUTE_CLASSES = ("dm", "xchat", "tweets", "webhooks", "auth")
 _MAX_SECONDS = 3600.0
 _MAX_LATENCY_KEYS = 50
 
@@ -33,6 +33,11 @@ def route_class(path: str) -> str:
         return "control"
     if path.startswith(("/2/dm_conversations/", "/1.1/direct_messages/")):
         return "dm"
+    # X Chat: the conversation routes and the public-key directory (before "/2/users/").
+    if path.startswith("/2/chat/") or (
+        path.startswith("/2/users/") and path.endswith("/public_keys")
+    ):
+        return "xchat"
     if path == "/2/tweets" or path.startswith("/2/tweets/"):
         return "tweets"
     if path.startswith(
@@ -63,6 +68,19 @@ class Faults:
     forbidden_recipients: frozenset[str] = frozenset()
     automated_recipients: frozenset[str] = frozenset()
     forbidden_codes: dict[str, int] = field(default_factory=dict)
+    # --- the X Chat send route (POST /2/chat/conversations/{id}/messages) -----------------
+    # The same kinds of trouble as DM sends, on X Chat's own allowance.
+    xchat_delay_seconds: float = 0.0
+    xchat_fail_next: int = 0
+    xchat_fail_status: int = 503
+    xchat_fail_until: float | None = None  # set through xchat_fail_for_seconds
+    xchat_drop_next: int = 0
+    xchat_rate_limit_next: int = 0
+    xchat_rate_limit_until: float | None = None  # set through xchat_rate_limit_for_seconds
+    xchat_rate_limit_reset_in: float | None = FAULT_DEFAULT_RESET_IN
+    xchat_budget_limit: int | None = None
+    xchat_budget_window: float | None = None
+    xchat_forbidden_recipients: frozenset[str] = frozenset()
     # --- the post route (POST /2/tweets) -------------------------------------------------
     post_fail_next: int = 0
     post_fail_status: int = 503
@@ -122,6 +140,17 @@ class Faults:
             "forbidden_recipients": sorted(self.forbidden_recipients),
             "automated_recipients": sorted(self.automated_recipients),
             "forbidden_codes": dict(sorted(self.forbidden_codes.items())),
+            "xchat_delay_seconds": self.xchat_delay_seconds,
+            "xchat_fail_next": self.xchat_fail_next,
+            "xchat_fail_status": self.xchat_fail_status,
+            "xchat_fail_for_seconds": _remaining(self.xchat_fail_until, now),
+            "xchat_drop_next": self.xchat_drop_next,
+            "xchat_rate_limit_next": self.xchat_rate_limit_next,
+            "xchat_rate_limit_for_seconds": _remaining(self.xchat_rate_limit_until, now),
+            "xchat_rate_limit_reset_in": self.xchat_rate_limit_reset_in,
+            "xchat_budget_limit": self.xchat_budget_limit,
+            "xchat_budget_window": self.xchat_budget_window,
+            "xchat_forbidden_recipients": sorted(self.xchat_forbidden_recipients),
             "post_fail_next": self.post_fail_next,
             "post_fail_status": self.post_fail_status,
             "post_rate_limit_next": self.post_rate_limit_next,
@@ -237,25 +266,31 @@ def _set_fail_status(faults: Faults, name: str, value: Any, now: float) -> None:
     setattr(faults, name, value)
 
 
+def _until_attribute(name: str) -> str:
+    """`dm_fail_for_seconds` is kept as `dm_fail_until`, and so on."""
+    return name.removesuffix("_for_seconds") + "_until"
+
+
 def _set_fail_for(faults: Faults, name: str, value: Any, now: float) -> None:
     seconds = _number(name, value)
-    faults.dm_fail_until = now + seconds if seconds > 0 else None
+    setattr(faults, _until_attribute(name), now + seconds if seconds > 0 else None)
 
 
 def _set_rate_limit_for(faults: Faults, name: str, value: Any, now: float) -> None:
     seconds = _number(name, value)
     # A whole second, as X's x-rate-limit-reset header says it: the window really ends then.
-    faults.dm_rate_limit_until = float(math.ceil(now + seconds)) if seconds > 0 else None
+    until = float(math.ceil(now + seconds)) if seconds > 0 else None
+    setattr(faults, _until_attribute(name), until)
 
 
 def _set_reset_in(faults: Faults, name: str, value: Any, now: float) -> None:
-    faults.dm_rate_limit_reset_in = None if value is None else _number(name, value)
+    setattr(faults, name, None if value is None else _number(name, value))
 
 
 def _set_budget_limit(faults: Faults, name: str, value: Any, now: float) -> None:
     if value is not None and (type(value) is not int or value < 1):
-        raise ValueError("dm_budget_limit must be a whole number of at least 1 (or null)")
-    faults.dm_budget_limit = value
+        raise ValueError(f"{name} must be a whole number of at least 1 (or null)")
+    setattr(faults, name, value)
 
 
 def _set_user_ids(faults: Faults, name: str, value: Any, now: float) -> None:
@@ -277,7 +312,7 @@ def _set_forbidden_codes(faults: Faults, name: str, value: Any, now: float) -> N
 def _set_latency(faults: Faults, name: str, value: Any, now: float) -> None:
     if not isinstance(value, dict) or len(value) > _MAX_LATENCY_KEYS:
         raise ValueError(
-            f"latency must map up to {_MAX_LATENCY_KEYS} route keys ('dm', 'tweets', "
+            f"latency must map up to {_MAX_LATENCY_KEYS} route keys ('dm', 'xchat', 'tweets', "
             "'webhooks', 'auth', '*', a path pattern or 'METHOD pattern') to seconds"
         )
     latency: dict[str, float] = {}
@@ -286,8 +321,8 @@ def _set_latency(faults: Faults, name: str, value: Any, now: float) -> None:
             raise ValueError("latency keys must be strings of 1 to 200 characters")
         if key not in ("*", *ROUTE_CLASSES) and "/" not in key:
             raise ValueError(
-                f"latency key {key!r}: use 'dm', 'tweets', 'webhooks', 'auth', '*' or a path "
-                "pattern"
+                f"latency key {key!r}: use 'dm', 'xchat', 'tweets', 'webhooks', 'auth', '*' or "
+                "a path pattern"
             )
         latency[key] = _number(f"latency[{key!r}]", seconds)
     faults.latency = latency
@@ -324,6 +359,17 @@ _PARSERS: dict[str, Parser] = {
     "forbidden_recipients": _set_user_ids,
     "automated_recipients": _set_user_ids,
     "forbidden_codes": _set_forbidden_codes,
+    "xchat_delay_seconds": _set_number,
+    "xchat_fail_next": _set_count,
+    "xchat_fail_status": _set_fail_status,
+    "xchat_fail_for_seconds": _set_fail_for,
+    "xchat_drop_next": _set_count,
+    "xchat_rate_limit_next": _set_count,
+    "xchat_rate_limit_for_seconds": _set_rate_limit_for,
+    "xchat_rate_limit_reset_in": _set_reset_in,
+    "xchat_budget_limit": _set_budget_limit,
+    "xchat_budget_window": _set_optional_positive,
+    "xchat_forbidden_recipients": _set_user_ids,
     "post_fail_next": _set_count,
     "post_fail_status": _set_fail_status,
     "post_rate_limit_next": _set_count,

@@ -232,6 +232,16 @@ class Stats:
     posts_created: int = 0
     post_failed: int = 0
     mentions_received: int = 0
+    # X Chat: messages friends wrote to the bot (`/_emulator/xchat`); the bot's sends
+    # (POST /2/chat/conversations/{id}/messages): calls, accepted, refused (429s apart),
+    # answered 429, injected drops and permanent refusals.
+    xchat_received: int = 0
+    xchat_requests: int = 0
+    xchat_sent: int = 0
+    xchat_failed: int = 0
+    xchat_rate_limited: int = 0
+    xchat_dropped: int = 0
+    xchat_forbidden: int = 0
     deliveries: int = 0
     delivery_failures: int = 0
     crc_checks: int = 0

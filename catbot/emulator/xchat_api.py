@@ -18,6 +18,11 @@ app's bearer token, a read of public data:
 - `POST /2/chat/conversations/{id}/messages` `{"message_id", "encoded_message_create_event",
   "encoded_message_event_signature", "conversation_token"?}` → 201 `{"data":
   {"encoded_message_event"}}` (x-api/chat/send-chat-message; 201 per its OpenAPI operation).
+  Its own allowance, apart from DMs and posts (`XCHAT_RATE_LIMIT` per `XCHAT_RATE_WINDOW`,
+  X's `x-rate-limit-*` headers on every answer, a v2 429 problem once spent) and its own
+  injected trouble (`xchat_*` faults: delay, 5xx, dropped connections, 429s, permanent 403
+  refusals; see `catbot.emulator.control`), counted in `/_emulator/stats` (`xchat_*`) and
+  logged in `/_emulator/requests` as route `xchat`, with the DM sends' outcomes.
 
 Control route (not X): `POST /_emulator/xchat` `{"sender_id", "text", "sender_name"?,
 "created_timestamp"?}` → `{"event_id", "conversation_id", "sequence_id", "deliveries"}`, like
@@ -31,10 +36,12 @@ name in front (the names are X's SDK failure types: chat-xdk thrift/event.rs `Fa
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -50,9 +57,11 @@ from catbot.emulator.config import USER_ID_RE
 from catbot.emulator.control import PREFIX, ControlError, parse_incoming
 from catbot.emulator.delivery import DeliveryOutcome
 from catbot.emulator.errors import Style
-from catbot.emulator.payloads import encode
+from catbot.emulator.faults import Faults
+from catbot.emulator.payloads import activity_data_envelope, encode
 from catbot.emulator.runtime import RUNTIME, Runtime
-from catbot.emulator.state import SignedBody, iso_timestamp, now_ms
+from catbot.emulator.state import RateWindow, SignedBody, iso_timestamp, now_ms
+from catbot.emulator.traffic import OUTCOME, drop_connection
 from catbot.emulator.xchat_events import (
     SIGNATURE_VERSION,
     EventSignature,
@@ -90,6 +99,20 @@ USERS_PUBLIC_KEYS = "/2/users/public_keys"
 CONVERSATION_KEYS = "/2/chat/conversations/{conversation}/keys"
 CONVERSATION_EVENTS = "/2/chat/conversations/{conversation}/events"
 CONVERSATION_MESSAGES = "/2/chat/conversations/{conversation}/messages"
+
+# The send allowance. X documents none for POST /2/chat/conversations/{id}/messages: the
+# rate-limit tables (docs.x.com x-api/fundamentals/rate-limits; xdevplatform/docs
+# x-api/fundamentals/rate-limits.mdx) have no Chat section, the send-chat-message reference
+# names no figure, and xchat/troubleshooting sends readers to the general pages. The
+# conservative assumption is that X Chat sends are held to what legacy DM sends are: this
+# emulator's DM default, 200 per 15 minutes for the sending user (the figure the daemon's
+# CATBOT_XCHAT_BUDGET_15MIN assumes too). docs.x.com's table now gives DM sends 15 per 15
+# minutes; `xchat_budget_limit: 15` plays that. A separate window: X Chat sends spend
+# neither the DM nor the post allowance.
+XCHAT_RATE_LIMIT: Final = 200
+XCHAT_RATE_WINDOW: Final = 900.0
+# Under the "app:" prefix, which DM budget changes leave alone (see EmulatorState).
+_SEND_WINDOW_KEY: Final = "app:xchat-send"
 
 MAX_IDS: Final = 100  # OpenAPI: the multi-user lookups take at most 100 ids
 MAX_EVENTS: Final = 100  # get-chat-conversation-events: max_results 1..100, default 10
@@ -627,10 +650,132 @@ def _check_token(xs: XChatState, conv: Conversation, bot: str, token: Any) -> No
         raise invalid_request("`conversation_token` is not this conversation's token")
 
 
-async def post_message(request: web.Request) -> web.Response:
-    await authenticate(request, V2, user=True)
+def _send_window(runtime: Runtime) -> RateWindow:
+    """The bot's X Chat send allowance: its own window, apart from DMs and posts, with the
+    budget the faults name (`xchat_budget_*`) or the default one."""
+    faults = runtime.state.faults
+    limit = faults.xchat_budget_limit or XCHAT_RATE_LIMIT
+    seconds = faults.xchat_budget_window or XCHAT_RATE_WINDOW
+    windows = runtime.state.rate_windows
+    window = windows.get(_SEND_WINDOW_KEY)
+    if window is None or (window.limit, window.window) != (limit, seconds):
+        # A changed budget starts a fresh window, as a changed DM budget does.
+        window = RateWindow(limit, seconds)
+        windows[_SEND_WINDOW_KEY] = window
+    return window
+
+
+def _injected_rate_limit(faults: Faults, limit: int, now: float) -> dict[str, str] | None:
+    """Headers of an injected 429 (empty when it carries none), or None for no 429."""
+    until = faults.xchat_rate_limit_until
+    if until is not None and now < until:
+        reset: float | None = until
+    elif faults.xchat_rate_limit_next > 0:
+        faults.xchat_rate_limit_next -= 1
+        reset = None
+    else:
+        return None
+    if faults.xchat_rate_limit_reset_in is None:
+        return {}
+    if reset is None:
+        reset = now + faults.xchat_rate_limit_reset_in
+    return {
+        "x-rate-limit-limit": str(limit),
+        "x-rate-limit-remaining": "0",
+        "x-rate-limit-reset": str(math.ceil(reset)),
+    }
+
+
+def _injected_failure(faults: Faults, now: float) -> bool:
+    if faults.xchat_fail_next > 0:
+        faults.xchat_fail_next -= 1
+        return True
+    until = faults.xchat_fail_until
+    return until is not None and now < until
+
+
+def _refused(request: web.Request, runtime: Runtime, outcome: str, refusal: Refusal) -> Refusal:
+    stats = runtime.state.stats
+    if outcome == "rate_limited":
+        stats.xchat_rate_limited += 1
+    else:
+        stats.xchat_failed += 1
+    if outcome == "forbidden":
+        stats.xchat_forbidden += 1
+    request[OUTCOME] = outcome
+    return refusal
+
+
+async def post_message(request: web.Request) -> web.StreamResponse:
+    """The bot sends an encrypted message. X's order as on the DM routes: a broken network
+    path before anything, authentication, injected latency, the send allowance (injected
+    429, then the real budget; spent by every authenticated call), the request itself,
+    then injected failures and permanent refusals."""
     runtime, xs = _state(request)
-    conv = _conversation_for(request, runtime, xs)
+    state, faults = runtime.state, runtime.state.faults
+    state.stats.xchat_requests += 1
+    window = _send_window(runtime)
+
+    if faults.xchat_drop_next > 0:
+        faults.xchat_drop_next -= 1
+        state.stats.xchat_dropped += 1
+        log.info("X Chat send connection dropped (injected)")
+        return drop_connection(request)
+
+    try:
+        await authenticate(request, V2, user=True)
+    except Refusal as refusal:
+        request[RATE_HEADERS] = window.peek(time.time()).headers()
+        raise _refused(request, runtime, "unauthorized", refusal) from None
+
+    if faults.xchat_delay_seconds > 0:
+        await asyncio.sleep(faults.xchat_delay_seconds)
+
+    now = time.time()
+    injected = _injected_rate_limit(faults, window.limit, now)
+    if injected is not None:
+        request[RATE_HEADERS] = injected
+        log.info("X Chat send answered 429 (injected)")
+        raise _refused(request, runtime, "rate_limited", Refusal.of(errors.rate_limited(), V2))
+    verdict = window.consume(now)
+    request[RATE_HEADERS] = verdict.headers()
+    if not verdict.allowed:
+        log.info("X Chat send answered 429 (budget of %d spent)", verdict.limit)
+        raise _refused(request, runtime, "rate_limited", Refusal.of(errors.rate_limited(), V2))
+
+    try:
+        conv = _conversation_for(request, runtime, xs)
+        stored, repeat = await _accept_message(request, runtime, xs, conv)
+    except Refusal as refusal:
+        raise _refused(request, runtime, "invalid", refusal) from None
+
+    if _injected_failure(faults, time.time()):
+        log.info("X Chat send answered %d (injected)", faults.xchat_fail_status)
+        raise _refused(
+            request,
+            runtime,
+            "failed",
+            Refusal.of(errors.injected_failure(faults.xchat_fail_status), V2),
+        )
+    bot = state.bot_user_id
+    friend_id = _other(conv, bot)
+    if friend_id in faults.xchat_forbidden_recipients:
+        log.info("X Chat send to %s forbidden (injected)", friend_id)
+        raise _refused(request, runtime, "forbidden", Refusal.of(errors.cannot_send(349), V2))
+
+    state.stats.xchat_sent += 1
+    request[OUTCOME] = "sent"
+    if not repeat:
+        _record_sent(runtime, xs, conv, stored)
+    return _sent(stored)
+
+
+async def _accept_message(
+    request: web.Request, runtime: Runtime, xs: XChatState, conv: Conversation
+) -> tuple[ChatEvent, bool]:
+    """The checked message as X would store it, and whether it is a retry of one stored
+    already (the same message id and bytes). Nothing is kept yet: an injected failure
+    after this still leaves X without the message."""
     bot = runtime.state.bot_user_id
     data = await json_object(request, empty_ok=False)
     _reject_unknown(data, _SEND_BODY, "body")
@@ -651,7 +796,7 @@ async def post_message(request: web.Request) -> web.Response:
         # never minted twice": a retry of a stored send gets the stored event back.
         if previous.create_raw != create_raw or previous.event.sender_id != bot:
             raise _invalid("DuplicateMessageId", f"message {message_id} was sent already")
-        return _sent(previous)
+        return previous, True
 
     try:
         create = MessageCreate.decode(create_raw)
@@ -678,16 +823,27 @@ async def post_message(request: web.Request) -> web.Response:
         sender.signing_public_key,
         create_raw,
     )
+    return stored, False
+
+
+def _record_sent(
+    runtime: Runtime, xs: XChatState, conv: Conversation, stored: ChatEvent
+) -> None:
+    """X keeps the message, the friend's app reads it, and chat.sent goes out."""
+    bot = runtime.state.bot_user_id
+    sender = xs.directory.find(bot, stored.event.signature.public_key_version)
+    assert sender is not None  # verified against it a moment ago
     conv.events.append(stored)
     friend_id = _other(conv, bot)
     text = _friend_reads(xs.friend(friend_id), conv, stored, sender)
     runtime.state.ensure_user(friend_id)
+    message_id = stored.event.message_id
     runtime.state.record_message(
         sender_id=bot,
         recipient_id=friend_id,
         text=text,
         direction="out",
-        created_timestamp=event.created_at_msec,
+        created_timestamp=stored.event.created_at_msec,
         channel="xchat",
         message_id=message_id,
     )
@@ -696,7 +852,6 @@ async def post_message(request: web.Request) -> web.Response:
     runtime.tasks.spawn(
         deliver_chat(runtime, xs, "chat.sent", bot, conv, stored), name=f"chat-sent-{message_id}"
     )
-    return _sent(stored)
 
 
 def _sent(stored: ChatEvent) -> web.Response:
@@ -772,12 +927,6 @@ def _friend_reads(
 # --- deliveries ------------------------------------------------------------------------
 
 
-def new_event_uuid() -> str:
-    """`event_uuid` as X's chat examples show it: a signed 64-bit decimal string
-    ("8511582263942905822"; x-api/activity/event-payloads)."""
-    return str(int.from_bytes(os.urandom(8), "big", signed=True))
-
-
 def chat_payload(
     xs: XChatState, conv: Conversation, stored: ChatEvent, for_user: str
 ) -> dict[str, Any]:
@@ -819,15 +968,9 @@ async def deliver_chat(
             continue
         if (sub.event_type, sub.user_id) != (event_type, user_id):
             continue
-        data: dict[str, Any] = {
-            "event_uuid": new_event_uuid(),
-            "filter": {"user_id": sub.user_id},
-            "event_type": event_type,
-        }
-        if sub.tag is not None:
-            data["tag"] = sub.tag
-        data["payload"] = chat_payload(xs, conv, stored, user_id)
-        body = encode({"data": data})
+        # The X Activity API envelope every event type shares (event_uuid as X's chat
+        # examples show it too: a signed 64-bit decimal, "8511582263942905822").
+        body = encode(activity_data_envelope(sub, chat_payload(xs, conv, stored, user_id)))
         bodies.append(
             SignedBody(
                 sub.webhook_id,
@@ -892,6 +1035,7 @@ async def post_xchat(request: web.Request) -> web.Response:
     )
     conv.events.append(stored)
     state.stats.events_received += 1
+    state.stats.xchat_received += 1
     message = state.record_message(
         sender_id=friend.user_id,
         recipient_id=bot.user_id,
