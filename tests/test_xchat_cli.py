@@ -334,3 +334,12 @@ def test_doctor_checks_the_key_and_ensure_subscribes_chat_received(bot: Bot) -> 
     assert "not subscribed: post.reply.create" in limited.stderr
     assert "--max-subscriptions" in limited.stderr
     assert x.subscribed(hook) == {"dm.received", "chat.received", "post.mention.create"}
+
+    # From nothing, with everything on: private messages come first within the limit.
+    assert bot.run("webhooks", "delete", hook).returncode == 0
+    assert x.subscriptions() == []
+    fresh = bot.run("webhooks", "ensure", bot.daemon.webhook,
+                    CATBOT_REPLY_TO_MENTIONS="true", **on)
+    assert fresh.returncode == 1 and "not subscribed: post.reply.create" in fresh.stderr
+    [new_hook] = [h["id"] for h in x.call("GET", "/2/webhooks")["data"]]
+    assert x.subscribed(new_hook) == {"dm.received", "chat.received", "post.mention.create"}
