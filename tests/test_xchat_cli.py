@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from chat_xdk import Chat
 
+from catbot.config import load_settings
 from catbot.xchat.identity import load_identity
 from tests.harness import (
     BOT_ID,
@@ -33,6 +35,7 @@ from tests.harness import (
     http,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 KEY_VAR = "CATBOT_XCHAT_PRIVATE_KEY"
 VERSION_VAR = "CATBOT_XCHAT_KEY_VERSION"
 DAY = 24 * 3600
@@ -343,3 +346,43 @@ def test_doctor_checks_the_key_and_ensure_subscribes_chat_received(bot: Bot) -> 
     assert fresh.returncode == 1 and "not subscribed: post.reply.create" in fresh.stderr
     [new_hook] = [h["id"] for h in x.call("GET", "/2/webhooks")["data"]]
     assert x.subscribed(new_hook) == {"dm.received", "chat.received", "post.mention.create"}
+
+
+# --- Kubernetes: where the two settings go ----------------------------------------------
+
+
+def _data(path: Path, section: str, *, uncomment: bool) -> dict[str, str]:
+    text = path.read_text()
+    if uncomment:
+        text = re.sub(r"(?m)^(\s*)# (CATBOT_XCHAT_[A-Z_]+: )", r"\1\2", text)
+    [doc] = [d for d in yaml.safe_load_all(text) if d]
+    return {k: str(v) for k, v in doc[section].items()}
+
+
+def test_the_manifests_keep_xchat_off_until_its_two_lines_are_filled_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = ROOT / "deploy" / "k8s" / "base" / "secret.example.yaml"
+    configmap = ROOT / "deploy" / "k8s" / "base" / "configmap.yaml"
+    for name in (*CREDENTIALS, KEY_VAR, VERSION_VAR):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+
+    shipped = {**_data(configmap, "data", uncomment=False),
+               **_data(secret, "stringData", uncomment=False)}
+    assert KEY_VAR not in shipped and VERSION_VAR not in shipped
+
+    # Uncommented, the key sits in the Secret and the version in the ConfigMap (the pod gets
+    # both through envFrom), under names catbot reads: X Chat is then on.
+    in_secret = _data(secret, "stringData", uncomment=True)
+    in_configmap = _data(configmap, "data", uncomment=True)
+    assert set(in_secret) - set(shipped) == {KEY_VAR}
+    assert set(in_configmap) - set(shipped) == {VERSION_VAR}
+    assert in_secret[KEY_VAR] == "REPLACE_ME"
+    monkeypatch.setenv(KEY_VAR, keygen(tmp_path))
+    monkeypatch.setenv(VERSION_VAR, in_configmap[VERSION_VAR])
+    settings = load_settings(env_file=None)
+    assert settings.xchat_enabled
+    identity = settings.xchat_identity()
+    assert identity is not None and identity.key_version == in_configmap[VERSION_VAR]
