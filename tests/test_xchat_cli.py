@@ -64,10 +64,10 @@ def keygen(tmp: Path) -> str:
     return value
 
 
-def register(tmp: Path, api_base: str, key: str | None, **env: str
-             ) -> subprocess.CompletedProcess[str]:
+def register(tmp: Path, api_base: str, key: str | None, env_file: Path | None = None,
+             **env: str) -> subprocess.CompletedProcess[str]:
     return catbot(tmp, "xchat", "register", "--api-base", api_base,
-                  "--env-file", str(tmp / "none.env"),
+                  "--env-file", str(env_file or tmp / "none.env"),
                   env={**({KEY_VAR: key} if key is not None else {}), **env})
 
 
@@ -170,7 +170,11 @@ def test_register_writes_once_however_often_it_runs(
     key = keygen(tmp_path)
     assert x.public_keys() == []
 
-    runs = [register(tmp_path, emulator.base, key) for _ in range(4)]
+    runs = [register(tmp_path, emulator.base, key) for _ in range(3)]
+    # The keygen line appended to an env file as it is works the same.
+    env_file = tmp_path / "catbot-x.env"
+    env_file.write_text(f"{KEY_VAR}={key}\n")
+    runs.append(register(tmp_path, emulator.base, None, env_file=env_file))
     versions = {printed_version(run) for run in runs}
     assert len(versions) == 1, versions
     version = versions.pop()
