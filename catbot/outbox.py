@@ -289,6 +289,8 @@ class Outbox:
                 log.warning("reply_save_lost_lease", event_id=job.event.event_id)
                 return
             job = replace(job, event=stored)
+            log.info("xchat_reply_prepared", event_id=job.event.event_id,
+                     message_id=prepared.payload.message_id)
 
         client = side.client
         try:
