@@ -1,12 +1,17 @@
 """The emulator's chat page: try the bot in a browser.
 
 - `GET /_emulator/chat`: the page (static HTML, CSS and JS from `static/`, no build step,
-  nothing loaded from elsewhere). It sends DMs through the control API (`POST /_emulator/dm`)
-  and public mentions of the bot through `POST /_emulator/mention`.
+  nothing loaded from elsewhere). It sends DMs through the control API (`POST /_emulator/dm`),
+  X Chat messages through `POST /_emulator/xchat` (each friend can be switched between the
+  two; X Chat turns, both ways, show a lock) and public mentions of the bot through
+  `POST /_emulator/mention`.
 - `GET /_emulator/static/{name}`: the page's files.
 - `GET /_emulator/events`: server-sent events. On connect one `snapshot` (the bot, users,
-  every DM, every public post, the webhooks with their subscriptions, the last deliveries);
-  then `message` (a DM either way), `post` (a public post: a mention or the bot's post, with
+  every DM and X Chat message, every public post, the webhooks with their subscriptions, the
+  last deliveries, `xchat`: whether friends can write to the bot on X Chat yet, see
+  `catbot.emulator.xchat_api.xchat_status`); then `message` (a DM or an X Chat message,
+  either way, with its `channel`), `xchat` (the bot registered an X Chat key), `post` (a
+  public post: a mention or the bot's post, with
   `users` naming its author and the users it involves), `delivery` (status, error and
   latency of each POST to a webhook), `webhooks` (the registry or a CRC result changed) and
   `reset`. A comment every few seconds keeps proxies and the browser from timing the stream
@@ -26,6 +31,7 @@ from aiohttp import web
 
 from catbot.emulator.control import PREFIX
 from catbot.emulator.runtime import RUNTIME, Runtime
+from catbot.emulator.xchat_api import XCHAT, XChatState, xchat_status
 
 STATIC_DIR = Path(__file__).with_name("static")
 CHAT_PATH = f"{PREFIX}/chat"
@@ -60,7 +66,7 @@ def webhooks_json(runtime: Runtime) -> list[dict[str, Any]]:
     return hooks
 
 
-def snapshot(runtime: Runtime) -> dict[str, Any]:
+def snapshot(runtime: Runtime, xs: XChatState) -> dict[str, Any]:
     state = runtime.state
     recent = list(state.delivery_log)[-_RECENT_DELIVERIES:]
     return {
@@ -79,6 +85,7 @@ def snapshot(runtime: Runtime) -> dict[str, Any]:
         "webhooks": webhooks_json(runtime),
         "deliveries": recent,
         "max_text_length": runtime.config.max_text_length,
+        "xchat": xchat_status(runtime, xs),
     }
 
 
@@ -125,7 +132,8 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     state.listeners.append(listen)
     closed = asyncio.ensure_future(closing.wait())
     try:
-        await response.write(b"retry: 1000\n\n" + _frame("snapshot", snapshot(runtime)))
+        first = _frame("snapshot", snapshot(runtime, request.app[XCHAT]))
+        await response.write(b"retry: 1000\n\n" + first)
         while not closing.is_set():
             getter = asyncio.ensure_future(queue.get())
             done, _ = await asyncio.wait(

@@ -18,7 +18,8 @@ Users and traffic:
   documented example) to the bot's `chat.received` subscriptions. Answers `{"event_id",
   "conversation_id", "sequence_id", "deliveries"}`; 409 while the bot has registered no
   X Chat public key (`catbot xchat register`). Shapes and routes in
-  `catbot.emulator.xchat_api`.
+  `catbot.emulator.xchat_api`. `GET /xchat`: `{"bot_key_version", "subscribed",
+  "reason"}`, whether friends can write to the bot on X Chat yet (the chat page's switch).
 - `POST /mention` `{"sender_id", "text", "sender_name"?, "user_has_blocked"?: bool or
   "true"/"false", "is_blocked_by"?: the same, "retweet"?: bool, "in_reply_to_tweet_id"?}`:
   that user posts publicly naming the bot (`@<bot screen name> ` is put in front when the

@@ -26,7 +26,9 @@ app's bearer token, a read of public data:
 
 Control route (not X): `POST /_emulator/xchat` `{"sender_id", "text", "sender_name"?,
 "created_timestamp"?}` → `{"event_id", "conversation_id", "sequence_id", "deliveries"}`, like
-`/_emulator/dm`; 409 while the bot has no registered X Chat key.
+`/_emulator/dm`; 409 while the bot has no registered X Chat key. `GET /_emulator/xchat` →
+`{"bot_key_version", "subscribed", "reason"}`: whether friends can write to the bot yet
+(the chat page's X Chat switch; also pushed as the `xchat` event when the bot registers).
 
 Refusals are X's v2 problems. Which status X gives a bad signature is not documented:
 xchat/troubleshooting says malformed action signatures get "an HTTP 400 problem-details
@@ -302,6 +304,7 @@ async def post_public_keys(request: web.Request) -> web.Response:
     assigned = xs.directory.new_version() if generate else version
     record = xs.directory.register(record_from_registration(user_id, assigned, keys))
     log.info("X Chat public key registered user=%s version=%s", user_id, record.version)
+    runtime.state.notify("xchat", xchat_status(runtime, xs))
     return web.json_response(
         {
             "data": {
@@ -987,6 +990,38 @@ async def deliver_chat(
 # --- control: a user writes to the bot -------------------------------------------------
 
 
+def no_key_reason(bot_user_id: str) -> str:
+    """Why nobody can write to the bot on X Chat yet (the 409 of `POST /_emulator/xchat`)."""
+    return (
+        f"the bot ({bot_user_id}) has no X Chat public key yet: register one with "
+        f"POST /2/users/{bot_user_id}/public_keys (`catbot xchat register`)"
+    )
+
+
+def xchat_status(runtime: Runtime, xs: XChatState) -> dict[str, Any]:
+    """Whether friends can write to the bot on X Chat, for the chat page: the bot's current
+    key version (null: none registered, and `reason` says what to do) and whether any webhook
+    is subscribed to the bot's `chat.received` (else nobody hears the messages)."""
+    state = runtime.state
+    bot = state.bot_user_id
+    record = xs.directory.latest(bot)
+    subscribed = any(
+        (s.kind, s.event_type, s.user_id) == ("activity", "chat.received", bot)
+        and s.webhook_id is not None
+        for s in state.subscriptions.values()
+    )
+    return {
+        "bot_key_version": record.version if record is not None else None,
+        "subscribed": subscribed,
+        "reason": None if record is not None else no_key_reason(bot),
+    }
+
+
+async def get_xchat(request: web.Request) -> web.Response:
+    runtime, xs = _state(request)
+    return web.json_response(xchat_status(runtime, xs))
+
+
 async def post_xchat(request: web.Request) -> web.Response:
     runtime, xs = _state(request)
     state = runtime.state
@@ -998,11 +1033,7 @@ async def post_xchat(request: web.Request) -> web.Response:
     incoming = parse_incoming(data, state.bot_user_id, runtime.config.max_text_length)
     bot = xs.directory.latest(state.bot_user_id)
     if bot is None:
-        raise ControlError(
-            f"the bot ({state.bot_user_id}) has no X Chat public key yet: register one with "
-            f"POST /2/users/{state.bot_user_id}/public_keys (`catbot xchat register`)",
-            status=409,
-        )
+        raise ControlError(no_key_reason(state.bot_user_id), status=409)
     friend = xs.friend(incoming.sender_id)
     state.ensure_user(incoming.sender_id, incoming.sender_name)
     conv = xs.conversation(incoming.sender_id, bot.user_id)
@@ -1068,3 +1099,4 @@ def add_routes(app: web.Application) -> None:
     r.add_get(CONVERSATION_EVENTS, get_conversation_events)
     r.add_post(CONVERSATION_MESSAGES, post_message)
     r.add_post(f"{PREFIX}/xchat", post_xchat)
+    r.add_get(f"{PREFIX}/xchat", get_xchat)

@@ -1,7 +1,8 @@
-// The emulator's chat page: play a friend DMing the bot or mentioning it in a public post,
-// watch replies and deliveries live. Plain JS, no build step. Live updates come from
-// server-sent events (/_emulator/events); DMs and mentions go through the control API
-// (POST /_emulator/dm, POST /_emulator/mention).
+// The emulator's chat page: play a friend DMing the bot (legacy DMs or end-to-end encrypted
+// X Chat, switchable per friend) or mentioning it in a public post, watch replies and
+// deliveries live. Plain JS, no build step. Live updates come from server-sent events
+// (/_emulator/events); messages and mentions go through the control API (POST
+// /_emulator/dm, POST /_emulator/xchat, POST /_emulator/mention).
 "use strict";
 
 (() => {
@@ -12,13 +13,18 @@
   const state = {
     bot: { id: "", name: "bot", screen_name: "bot" },
     friends: new Map(), // id -> name
+    channels: new Map(), // id -> "dm" | "xchat": how the page writes as that friend
     handles: new Map(), // id -> screen name
     messages: new Map(), // id -> message
     posts: new Map(), // id -> public post
     selected: null,
     deliveries: [],
     maxText: 10000,
+    // Whether friends can write to the bot on X Chat (GET /_emulator/xchat).
+    xchat: { bot_key_version: null, subscribed: false, reason: null },
   };
+
+  const XCHAT_LABEL = "X Chat, end-to-end encrypted";
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -58,9 +64,12 @@
       list.append(el("li", { class: "muted", text: "No friends yet: add one below." }));
     }
     for (const [id, name] of state.friends) {
+      const onXChat = channelOf(id) === "xchat";
       const button = el("button", {
         type: "button", "data-user-id": id, "aria-pressed": String(id === state.selected),
-      }, name, el("span", { class: "fid", text: `id ${id}` }));
+      }, name, onXChat ? el("span", { class: "lock", role: "img", "aria-label": XCHAT_LABEL,
+                                      title: XCHAT_LABEL }) : null,
+      el("span", { class: "fid", text: `id ${id}${onXChat ? " · X Chat" : ""}` }));
       button.addEventListener("click", () => select(id));
       list.append(el("li", {}, button));
     }
@@ -69,12 +78,72 @@
   function select(id) {
     state.selected = id;
     renderFriends();
-    const name = state.friends.get(id);
-    $("chat-with").textContent = `Chatting as ${name} (id ${id}).`;
     $("send").disabled = false;
     $("post-mention").disabled = false;
+    $("channel").disabled = false;
+    showChannel();
     renderConversation();
     $("message-text").focus();
+  }
+
+  // --- channel: DM or X Chat, per friend -------------------------------------------------
+
+  function channelOf(id) {
+    return state.channels.get(id) || "dm";
+  }
+
+  function showChannel() {
+    const id = state.selected;
+    if (id === null) return;
+    const channel = channelOf(id);
+    for (const radio of document.querySelectorAll('input[name="channel"]')) {
+      radio.checked = radio.value === channel;
+    }
+    const name = state.friends.get(id);
+    const how = channel === "xchat" ? "on X Chat (end-to-end encrypted)" : "by DM";
+    $("chat-with").textContent = `Chatting as ${name} (id ${id}), ${how}.`;
+    $("message-text").placeholder = channel === "xchat"
+      ? "Type an X Chat message, e.g. “cat fact please”"
+      : "Type a DM, e.g. “cat fact please” or “stop”";
+    $("chat").classList.toggle("on-xchat", channel === "xchat");
+    showXChatNote();
+  }
+
+  // Why X Chat cannot reach the bot yet, next to the switch, while X Chat is chosen.
+  function showXChatNote() {
+    const note = $("xchat-note");
+    const chosen = state.selected !== null && channelOf(state.selected) === "xchat";
+    let text = "";
+    if (chosen && state.xchat.reason) text = `X Chat cannot send yet: ${state.xchat.reason}.`;
+    else if (chosen && !state.xchat.subscribed) {
+      text = "No webhook is subscribed to chat.received for the bot: X Chat messages will " +
+        "reach nobody (catbot webhooks ensure, with CATBOT_X_API=activity and X Chat on).";
+    }
+    note.textContent = text;
+    note.hidden = !text;
+  }
+
+  function setXChat(status) {
+    state.xchat = { ...state.xchat, ...status };
+    showXChatNote();
+  }
+
+  async function refreshXChat() {
+    try {
+      const answer = await fetch(`${PREFIX}/xchat`);
+      if (answer.ok) setXChat(await answer.json());
+    } catch (_) { /* the event stream shows the connection state */ }
+  }
+
+  function wireChannel() {
+    $("channel").addEventListener("change", (event) => {
+      if (state.selected === null || event.target.name !== "channel") return;
+      state.channels.set(state.selected, event.target.value);
+      $("dm-error").textContent = "";
+      renderFriends();
+      showChannel();
+      if (event.target.value === "xchat") refreshXChat();
+    });
   }
 
   // --- conversation ----------------------------------------------------------------------
@@ -82,9 +151,13 @@
   function messageItem(m) {
     const fromBot = m.sender_id === state.bot.id;
     const who = fromBot ? state.bot.name : state.friends.get(m.sender_id) || m.sender_id;
-    return el("li", { class: `msg ${fromBot ? "out" : "in"}`, "data-message-id": m.id,
-                      "data-direction": fromBot ? "out" : "in" },
-      el("span", { class: "who", text: who }),
+    const channel = m.channel || "dm";
+    const lock = channel === "xchat"
+      ? el("span", { class: "lock", role: "img", "aria-label": XCHAT_LABEL, title: XCHAT_LABEL })
+      : null;
+    return el("li", { class: `msg ${fromBot ? "out" : "in"} ${channel}`, "data-message-id": m.id,
+                      "data-direction": fromBot ? "out" : "in", "data-channel": channel },
+      el("span", { class: "who" }, lock, who, channel === "xchat" ? " · X Chat" : null),
       el("span", { class: "text", text: m.text }),
       el("time", { text: clock(m.created_timestamp) }));
   }
@@ -102,8 +175,8 @@
   function renderConversation() {
     const log = $("conversation");
     log.replaceChildren();
+    // Oldest first, as recorded: X Chat message ids are the sender's UUIDs, not snowflakes.
     const mine = [...state.messages.values()].filter(inConversation);
-    mine.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
     for (const m of mine) log.append(messageItem(m));
     scrollDown();
   }
@@ -226,8 +299,9 @@
       }
       const m = state.messages.get(id);
       if (!m) return "event";
-      if (m.sender_id === state.bot.id) return "bot's DM (echo)";
-      return `DM from ${state.friends.get(m.sender_id) || m.sender_id}`;
+      const kind = m.channel === "xchat" ? "X Chat" : "DM";
+      if (m.sender_id === state.bot.id) return `bot's ${kind} (echo)`;
+      return `${kind} from ${state.friends.get(m.sender_id) || m.sender_id}`;
     });
     return names.length > 2 ? `${names.length} events` : names.join(", ");
   }
@@ -253,6 +327,7 @@
     if (state.selected === null && state.friends.size) select(state.friends.keys().next().value);
     else renderConversation();
     renderWebhooks(data.webhooks);
+    if (data.xchat) setXChat(data.xchat);
     state.deliveries = data.deliveries.slice().reverse();
     renderDeliveries();
   }
@@ -280,7 +355,11 @@
       addPost(data);
     });
     on("delivery", addDelivery);
-    on("webhooks", (data) => renderWebhooks(data.webhooks));
+    on("webhooks", (data) => {
+      renderWebhooks(data.webhooks);
+      refreshXChat(); // a chat.received subscription may have come or gone
+    });
+    on("xchat", setXChat);
     on("reset", () => {
       state.messages.clear();
       state.posts.clear();
@@ -319,8 +398,10 @@
 
     wireSendForm({
       form: "dm-form", input: "message-text", error: "dm-error", button: "send",
-      route: "dm", noun: "message",
-      unheard: "No webhook got this DM (none valid and subscribed).",
+      route: () => channelOf(state.selected), noun: "message",
+      unheard: () => (channelOf(state.selected) === "xchat"
+        ? "No webhook got this X Chat message (none valid and subscribed to chat.received)."
+        : "No webhook got this DM (none valid and subscribed)."),
     });
   }
 
@@ -335,8 +416,9 @@
       if (!text.trim()) { error.textContent = `Type a ${noun} first.`; return; }
       error.textContent = "";
       $(button).disabled = true;
+      const path = typeof route === "function" ? route() : route;
       try {
-        const answer = await fetch(`${PREFIX}/${route}`, {
+        const answer = await fetch(`${PREFIX}/${path}`, {
           method: "POST",
           headers: { "Content-Type": "application/json" },
           body: JSON.stringify({
@@ -345,11 +427,20 @@
         });
         const data = await answer.json();
         if (!answer.ok) {
-          error.textContent = data.error || `The emulator answered HTTP ${answer.status}.`;
+          const why = data.error || `the emulator answered HTTP ${answer.status}`;
+          // 409: the bot has no X Chat key yet; the note by the switch says so too.
+          if (answer.status === 409 && path === "xchat") {
+            setXChat({ bot_key_version: null, reason: why });
+            error.textContent = `Not sent: ${why}.`;
+          } else {
+            error.textContent = data.error || `The emulator answered HTTP ${answer.status}.`;
+          }
         } else {
           input.value = "";
           const failed = (data.deliveries || []).filter((d) => !d.held && !(d.status >= 200 && d.status < 300));
-          if (!(data.deliveries || []).length) error.textContent = unheard;
+          if (!(data.deliveries || []).length) {
+            error.textContent = typeof unheard === "function" ? unheard() : unheard;
+          }
           else if (failed.length) error.textContent = `Delivery failed: ${failed[0].error || "HTTP " + failed[0].status}.`;
         }
       } catch (exc) {
@@ -373,6 +464,7 @@
     $("send").disabled = true;
     $("post-mention").disabled = true;
     wireMentionForm();
+    wireChannel();
     renderFriends();
     renderDeliveries();
     wireForms();
