@@ -111,7 +111,7 @@ attack: install redis-server chromium
 	$(BIN)/pytest -p no:cacheprovider tests/test_hostile.py $(sort $(wildcard tests/test_security*.py))
 
 # --- Benchmarks (issue 7; docs/performance.md) -------------------------------------------
-# `make bench` takes a few minutes and prints the table; BENCH_ARGS=--quick for about one.
+# `make bench` takes about four minutes and prints the table; BENCH_ARGS=--quick for two or three.
 # Needs wrk (apt-get install wrk) and redis-server (for the Redis row).
 .PHONY: bench
 BENCH_ARGS ?=
