@@ -6,8 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from catbot.demo import FRIEND_ID, SCRIPT, XCHAT_MARK, Conversation, demo_world, run_script
 from catbot.facts import load_corpus
 from tests.harness import CREDENTIALS, clean_env
 
@@ -85,5 +87,33 @@ def test_demo_once_plays_the_conversation_and_exits_zero(tmp_path: Path) -> None
     facts = {fact.text for fact in load_corpus()}
     replies = [line.split("│", 1)[1].strip() for line in result.stdout.splitlines()
                if line.strip().startswith("catbot │")]
-    assert sum(reply.removesuffix(" Nya~") in facts for reply in replies) == 2
-    assert "(no reply)" in replies
+    dms = [r for r in replies if not r.startswith(XCHAT_MARK)]
+    assert sum(reply.removesuffix(" Nya~") in facts for reply in dms) == 2
+    assert "(no reply)" in dms
+    # The X Chat turn: one encrypted reply, a cat fact as the friend's app decrypted it.
+    encrypted = [r.removeprefix(XCHAT_MARK) for r in replies if r.startswith(XCHAT_MARK)]
+    assert len(encrypted) == 1 and encrypted[0].removesuffix(" Nya~") in facts, replies
+
+
+async def test_demo_fails_without_the_x_chat_reply(tmp_path: Path) -> None:
+    """The demo's world, set up as `catbot demo` sets it up, with X refusing every X Chat
+    send to the friend for good (a permanent 403 the daemon dead-letters): the script names
+    the missing encrypted reply, and only that one, so `--once` exits 1."""
+    async with demo_world(tmp_path) as ports, aiohttp.ClientSession() as session:
+        base = f"http://127.0.0.1:{ports.emulator}/_emulator"
+        async with session.post(
+            f"{base}/faults", json={"xchat_forbidden_recipients": [FRIEND_ID]}
+        ) as response:
+            assert response.status == 200
+        conversation = Conversation(session, ports.emulator)
+        failures = await run_script(conversation, reply_seconds=4)
+        xchat_step = next(step for step in SCRIPT if step.channel == "xchat")
+        assert failures == [f"{xchat_step.text!r}: expected {xchat_step.describe}, got no reply"]
+        async with session.get(f"{base}/stats") as response:
+            stats = await response.json()
+        assert stats["xchat_forbidden"] >= 1 and stats["xchat_sent"] == 0
+
+        # A DM answer is no answer on X Chat: the wait is for the step's own channel.
+        await conversation.new_messages()
+        await conversation.send("and by DM?")
+        assert await conversation.reply_within(3, "xchat") is None
