@@ -24,6 +24,7 @@ from catbot.logs import get_logger
 from catbot.models import InboundDM
 from catbot.observability import Metrics
 from catbot.store import Store
+from catbot.x.dm import TransientSendError
 from catbot.xchat.client import XChatClient
 from catbot.xchat.crypto import DecryptedMessage, SendPayload, XChatCrypto
 from catbot.xchat.errors import (
@@ -41,6 +42,11 @@ from catbot.xchat.wire import (
 )
 
 log = get_logger("catbot.xchat")
+
+
+class SenderKeysNotRefreshed(TransientSendError):
+    """The sender's keys lack the one that signed, but were fetched too recently to be asked
+    for again: a friend who just registered a new key is answered on a later attempt."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,14 @@ class XChatSide:
                 if exc.reason != "unknown_sender_keys" or asked_again:
                     raise
                 asked_again = True
+                fetched = self.keys.fetches
                 keys = await self.keys.get(delivery.sender_id, refresh=True)
+                if self.keys.fetches == fetched:
+                    # The cache asked X moments ago and will not ask again yet (forged
+                    # signatures must not make it a request pump): try later, not never.
+                    raise SenderKeysNotRefreshed(
+                        "no signing key of the sender matches, and X was asked for them "
+                        "moments ago; the job comes back") from exc
                 continue
             except ConversationKeyError as exc:
                 if exc.reason != "no_conversation_key":

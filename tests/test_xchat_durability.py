@@ -8,6 +8,8 @@ What each test would catch:
   asked X's history for it: the key can only have come from the store); on SQLite and Redis.
 - SIGTERM with a reply in flight: the job not handed back, or answered twice after.
 - the stored reply's format not reading back, or a damaged one taken as a reply.
+- a friend's newly registered key, met moments after the cache last asked X, dead-lettering
+  the message instead of bringing it back once X may be asked again.
 """
 
 from __future__ import annotations
@@ -19,16 +21,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from catbot.brain import Action, UserState
 from catbot.emulator.xchat_events import MessageEvent, b64decode
-from catbot.outbox_xchat import PreparedReply
-from catbot.xchat.crypto import SendPayload
-from catbot.xchat.errors import MalformedPayloadError
-from tests.harness import Daemon, wait_for
+from catbot.observability import Metrics
+from catbot.outbox_xchat import PreparedReply, SenderKeysNotRefreshed, XChatSide
+from catbot.store.sqlite import SQLiteStore
+from catbot.x.dm import Credentials
+from catbot.xchat.client import XChatClient
+from catbot.xchat.crypto import SendPayload, XChatCrypto
+from catbot.xchat.errors import MalformedPayloadError, VerificationError
+from catbot.xchat.identity import generate_identity, load_identity
+from catbot.xchat.keycache import SigningKeyCache
+from catbot.xchat.wire import ChatReceived, PublicKeyRecord, parse_chat_received
+from tests.harness import BOT_ID, Daemon, free_port, wait_for
 from tests.redis_server import RedisServer
 from tests.test_xchat_e2e import CORPUS, FRIEND, XChatPair, catbot
+from tests.xchat_builders import Friend, chat_received
 
 # A send that X answers later than the daemon waits: the daemon sees a timeout, X keeps the
 # message (the emulator finishes the request) — the case a re-encrypted retry duplicates.
@@ -177,3 +188,61 @@ def test_a_prepared_reply_reads_back_and_a_damaged_one_is_refused() -> None:
     for damage in ({"action": "shout"}, {"payload": "{}"}, {"state": {"user_id": "42"}}):
         with pytest.raises(MalformedPayloadError):
             PreparedReply.from_json({**stored, **damage})
+
+
+# --- a friend's new key ------------------------------------------------------------------
+
+
+async def test_a_friends_new_key_met_too_soon_brings_the_message_back_later(
+    tmp_path: Path,
+) -> None:
+    fresh = generate_identity()
+    identity = load_identity(fresh.private_key, user_id=BOT_ID,
+                             key_version=fresh.registration.version)
+    now = [0.0]
+    at_x: list[PublicKeyRecord] = []
+
+    async def fetch(user_id: str) -> list[PublicKeyRecord]:
+        return [r for r in at_x if r.user_id == user_id]
+
+    def says(friend: Friend, text: str) -> ChatReceived:
+        conversation, key_change = friend.start_conversation(identity.record())
+        encoded, _ = friend.write(conversation, text)
+        return parse_chat_received(chat_received(
+            sender_id=FRIEND, conversation_id=conversation, encoded_event=encoded,
+            key_change=key_change, bot_id=BOT_ID))
+
+    cache = SigningKeyCache(fetch, clock=lambda: now[0])
+    store = SQLiteStore(tmp_path / "keys.db")
+    await store.open()
+    try:
+        async with aiohttp.ClientSession() as session:
+            # Never called here: every key this test needs is in the cache or at "X" above.
+            client = XChatClient(Credentials("k", "s", "1-t", "ts"), session,
+                                 f"http://127.0.0.1:{free_port()}")
+            side = XChatSide(XChatCrypto(identity), client, cache, store, Metrics())
+            phone = Friend(FRIEND)
+            at_x.append(phone.record())
+            assert (await side.read(says(phone, "hello"))).text == "hello"
+
+            # Ten seconds later the friend writes from a new device with a new key.
+            now[0] = 10.0
+            laptop = Friend(FRIEND)
+            at_x.append(laptop.record())
+            message = says(laptop, "from my laptop")
+            with pytest.raises(SenderKeysNotRefreshed):
+                await side.read(message)
+            assert cache.fetches == 1
+
+            # The job's next attempt, once X may be asked again, reads it.
+            now[0] = 40.0
+            assert (await side.read(message)).text == "from my laptop"
+            assert cache.fetches == 2
+
+            # A key X never lists stays a verification failure, final.
+            now[0] = 80.0
+            with pytest.raises(VerificationError) as unknown:
+                await side.read(says(Friend(FRIEND), "forged"))
+            assert unknown.value.reason == "unknown_sender_keys"
+    finally:
+        await store.close()
