@@ -17,6 +17,9 @@ Everything runs on loopback as real processes, in one run, side by side:
   the same bodies, outbox parked and outbox live (the daemon answering through the emulator,
   which plays X with a DM rate limit the outbox keeps running into, and echoes every sent DM
   back to the webhook as X does).
+- X Chat (bench/xchat_cost.py): the SDK's cost per message on the bot's side (decrypt +
+  encrypt per reply, and the first message of a conversation, with its key change), against
+  the webhook's own work on the same delivery, in-process.
 
 Pure-ingest runs park the outbox: CATBOT_WORKERS=1 and an emulator whose DM endpoint
 answers after an hour, so the one worker holds one job and never competes for the store.
@@ -39,7 +42,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench import load, xshaped
+from bench import load, xchat_cost, xshaped
 from tests.harness import CREDENTIALS, Daemon, Emulator, free_port, http, wait_for
 
 HERE = Path(__file__).resolve().parent
@@ -366,6 +369,12 @@ class Bench:
         d.stop()
         emu.stop()
 
+    def xchat_cost(self) -> None:
+        quick = self.args.quick
+        self.results["xchat_cost"] = xchat_cost.measure(
+            samples=500 if quick else 2000, first_samples=100 if quick else 300
+        )
+
     def outbox_rate(self) -> None:
         a = self.args
         limit, window = a.rl_limit, a.rl_window
@@ -472,6 +481,8 @@ def table(r: dict[str, Any]) -> str:
                     f"(bursts {o['burst_intervals_s']} s apart), "
                     f"429s (wasted calls) {o['refused_429']}, other failed calls "
                     f"{o['other_calls']}")
+    if "xchat_cost" in r:
+        rows += ["", *xchat_cost.rows(r["xchat_cost"])]
     return "\n".join(rows)
 
 
@@ -550,7 +561,8 @@ def main() -> None:
     p.add_argument("--log-level", default="WARNING", help="the daemons' CATBOT_LOG_LEVEL")
     p.add_argument("--event-loop", default="auto", choices=["auto", "asyncio"],
                    help="the daemons' CATBOT_EVENT_LOOP (auto: uvloop when installed)")
-    p.add_argument("--only", default="ingest,x_shaped,slow_ack,reply_latency,outbox_rate")
+    p.add_argument("--only",
+                   default="ingest,x_shaped,slow_ack,reply_latency,outbox_rate,xchat_cost")
     p.add_argument("--json", type=Path, help="also write the figures here")
     a = p.parse_args()
     if a.quick:
