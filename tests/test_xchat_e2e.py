@@ -298,6 +298,23 @@ def test_a_tampered_message_is_never_answered_and_counted_by_reason(pair: XChatP
     assert len(pair.replies()) == 2
 
 
+def test_a_key_change_the_bot_never_got_is_read_from_xs_history(tmp_path: Path) -> None:
+    pair = XChatPair(tmp_path, deliver_chat=False).start()
+    try:
+        pair.write("hello")
+        events, _ = pair.history()
+        # Delivered without its key change (X's live variant has none): the only place
+        # left to learn the conversation key is X's history of the conversation.
+        pair.deliver(events[0], key_change=None)
+        assert pair.wait_replies(1)[0]["text"] in CORPUS
+        found_at_x = 'catbot_xchat_key_recoveries_total{source="x"}'
+        assert pair.metric(found_at_x) == 1
+        assert pair.metric('catbot_xchat_key_recoveries_total{source="missing"}') == 0
+    finally:
+        pair.stop()
+        print(pair.logs())
+
+
 # --- the webhook's side, without processes ------------------------------------------------
 
 
