@@ -6,7 +6,9 @@ What each test would catch:
   message that cannot be read after the restart because its conversation key lived only in
   memory (the deliveries here carry no key change, and the test checks the daemon never
   asked X's history for it: the key can only have come from the store); on SQLite and Redis.
-- SIGTERM with a reply in flight: the job not handed back, or answered twice after.
+- SIGTERM with a reply in flight: the job not handed back, or answered twice after; a
+  restart with X Chat turned off answering the job as an empty DM instead of keeping it
+  (dead-lettered, retried once X Chat is back).
 - the stored reply's format not reading back, or a damaged one taken as a reply.
 - a friend's newly registered key, met moments after the cache last asked X, dead-lettering
   the message instead of bringing it back once X may be asked again.
@@ -164,12 +166,23 @@ def test_sigterm_hands_back_an_x_chat_reply_in_flight(tmp_path: Path) -> None:
         assert [(j["event_id"], j["claimed"]) for j in listed] == [
             (prepared["event_id"], False)]
 
+        # Restarted with X Chat turned off (blank settings are unset): the job cannot be
+        # read, so it is dead-lettered, visibly, rather than answered as an empty DM.
+        off = pair.start_daemon(CATBOT_XCHAT_PRIVATE_KEY=" ", CATBOT_XCHAT_KEY_VERSION="")
+        wait_for(lambda: pair.metric('catbot_dead_letters_total{reason="xchat_off"}') == 1,
+                 what="the X Chat job dead-lettered while X Chat is off")
+        off.stop()
+
         pair.emulator.faults()
         pair.start_daemon()
+        catbot(["outbox", "retry", "--all", "--env-file", pair.env_file],
+               {"CATBOT_STORE_URL": pair.store_url})
         replies = pair.wait_replies(2, timeout=30)
         wait_for(lambda: pair.metric("catbot_outbox_depth") == 0, what="an empty outbox")
+        # Still the message prepared before SIGTERM: one reply, however many restarts.
         assert replies[1]["id"] == prepared["message_id"]
         assert len(pair.replies()) == 2
+        assert [m["channel"] for m in pair.emulator.messages(FRIEND)] == ["xchat"] * 4
     finally:
         pair.stop()
         print(pair.logs())
