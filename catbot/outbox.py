@@ -280,7 +280,7 @@ class Outbox:
             await self._requeue(job, exc)
             return
         if prepared is None:
-            return  # answered without a reply, or the lease was lost meanwhile
+            return  # decided without a reply: already completed
         if job.event.reply is None:
             stored = replace(job.event, reply=prepared.to_json())
             if not await self.store.save_reply(job, stored):
