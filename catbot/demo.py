@@ -55,7 +55,7 @@ DEMO_MAX_SUBSCRIPTIONS = 4
 # Throwaway credentials shared by the emulator and the daemon: nothing here is real.
 DEMO_CREDENTIALS = {
     "CATBOT_X_CONSUMER_KEY": "demo-consumer-key",
-    "CATBOT_X_CONSUMER_SECRET": "demo-consumer-secret",
+    "CATBOT_X_CONSUMER_SECRET": "demo-consumer-secret-for-offline-use-only",
     "CATBOT_X_ACCESS_TOKEN": f"{BOT_USER_ID}-demo-access-token",
     "CATBOT_X_ACCESS_TOKEN_SECRET": "demo-access-token-secret",
 }

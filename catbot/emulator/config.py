@@ -34,7 +34,7 @@ DEFAULT_BOT_USER_ID = "1000"
 # access token gets the bot's id in front, as X's tokens have it.
 BUILT_IN_CREDENTIALS: dict[str, str] = {
     "consumer_key": "demo-consumer-key",
-    "consumer_secret": "demo-consumer-secret",
+    "consumer_secret": "demo-consumer-secret-for-offline-use-only",
     "access_token": "demo-access-token",
     "access_token_secret": "demo-access-token-secret",
 }
