@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import chat_xdk
 import pytest
@@ -157,6 +157,48 @@ def test_a_key_rotation_is_learned_and_replies_use_the_new_key(setup: Setup) -> 
     assert reply.conversation_key_version == new_version
     read = setup.friend.read(as_delivered_by_x(setup, reply), setup.identity.record())
     assert read["content"]["text"] == "fresh key"
+
+
+class _CountingChat:
+    """The SDK instance, counting key-change reads (each is a signature check)."""
+
+    def __init__(self, chat: chat_xdk.Chat) -> None:
+        self._chat = chat
+        self.key_change_reads = 0
+
+    def decrypt_events(self, *args: object) -> object:
+        self.key_change_reads += 1
+        return self._chat.decrypt_events(*args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._chat, name)
+
+
+def as_x_sends_it(s: Setup, text: str, *, version: str | None = None) -> ChatReceived:
+    """A message with the conversation's key change and key version on it, as X's
+    documented chat.received payload carries both on every message."""
+    held = s.friend.conversation_keys[s.conversation][0]
+    return replace(friend_says(s, text), conversation_key_version=version or held)
+
+
+def test_a_key_change_already_held_is_not_read_again(setup: Setup) -> None:
+    counting = _CountingChat(setup.crypto._chat)
+    setup.crypto._chat = counting  # type: ignore[assignment]
+    texts = [setup.crypto.decrypt(as_x_sends_it(setup, f"message {n}"),
+                                  [setup.friend.record()]).text for n in range(5)]
+    assert texts == [f"message {n}" for n in range(5)]
+    assert counting.key_change_reads == 1
+
+
+def test_a_message_under_a_newer_key_than_its_stated_version_still_opens(setup: Setup) -> None:
+    setup.crypto.decrypt(as_x_sends_it(setup, "before"), [setup.friend.record()])
+    old_version = setup.friend.conversation_keys[setup.conversation][0]
+    _, rotation = setup.friend.start_conversation(setup.identity.record())
+    encoded, _ = setup.friend.write(setup.conversation, "after")
+    stale = replace(delivery(setup, encoded, key_change=rotation),
+                    conversation_key_version=old_version)
+    message = setup.crypto.decrypt(stale, [setup.friend.record()])
+    assert (message.text, message.learned_keys) == ("after", True)
 
 
 # --- what must not be answered ------------------------------------------------------------

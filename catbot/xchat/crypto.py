@@ -131,6 +131,17 @@ class XChatCrypto:
         entries = self._signing_entries(sender_keys)
         conversation = canonical_conversation_id(delivery.conversation_id)
         with self._lock:
+            # X puts the conversation's latest key change on every message, and verifying
+            # it again is half the cost of a reply: when the message names a key version
+            # the bot holds, open it first (the message itself is verified either way) and
+            # read the key change only if that key does not open it.
+            if delivery.conversation_key_version in self._keyring.keys_for(conversation):
+                try:
+                    event = self._open(delivery, conversation, entries)
+                except ConversationKeyError:
+                    pass
+                else:
+                    return self._message(event, delivery, conversation, False)
             learned = False
             key_change_failure: XChatError | None = None
             if delivery.key_change_event:
@@ -140,15 +151,25 @@ class XChatCrypto:
                     # Its keys are not taken. The message may still open with a key the
                     # bot already holds; if not, this failure is the real cause.
                     key_change_failure = exc
-            keys = self._keyring.keys_for(conversation)
             try:
-                event = self._chat.decrypt_event(delivery.encoded_event, keys, entries)
-            except ValueError as exc:
-                failure = _classify(exc)
-                if key_change_failure and isinstance(failure, ConversationKeyError):
-                    raise key_change_failure from exc
-                raise failure from exc
+                event = self._open(delivery, conversation, entries)
+            except ConversationKeyError as failure:
+                if key_change_failure:
+                    raise key_change_failure from failure
+                raise
         return self._message(event, delivery, conversation, learned)
+
+    def _open(
+        self, delivery: ChatReceived, conversation: str, entries: list[dict[str, str]]
+    ) -> Mapping[str, Any]:
+        keys = self._keyring.keys_for(conversation)
+        try:
+            event: Mapping[str, Any] = self._chat.decrypt_event(
+                delivery.encoded_event, keys, entries
+            )
+        except ValueError as exc:
+            raise _classify(exc) from exc
+        return event
 
     def _apply_key_change(self, encoded: str, entries: list[dict[str, str]]) -> bool:
         try:
