@@ -549,7 +549,7 @@ async def test_activity_subscription_route_accepts_mentions_beside_account_activ
     make_emulator: EmulatorFactory, http: aiohttp.ClientSession, receiver: Receiver
 ) -> None:
     emulator = await ready(make_emulator, http, receiver)  # v2: Account Activity for the bot
-    webhook_id = next(iter(emulator.runtime.state.webhooks))
+    webhook_id = emulator.runtime.state.webhooks.ids()[0]
     client = tweepy_client(http, emulator)
     created = await client.request(
         "POST",

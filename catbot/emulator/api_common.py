@@ -16,7 +16,6 @@ from aiohttp import web
 from catbot.emulator import errors
 from catbot.emulator.errors import Style, XError
 from catbot.emulator.runtime import Runtime
-from catbot.emulator.state import RateWindow
 
 RATE_HEADERS = web.RequestKey("catbot_emulator_rate_headers", dict[str, str])
 
@@ -72,19 +71,27 @@ async def json_object(request: web.Request, *, empty_ok: bool) -> dict[str, Any]
     return data
 
 
+def max_results(request: web.Request, *, default: int, maximum: int) -> int:
+    """A v2 listing's `max_results` query parameter, 1 to `maximum`."""
+    raw = request.query.get("max_results")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise invalid_request(f"`max_results` must be a number between 1 and {maximum}")
+    return int(raw)
+
+
 def spend_budget(
     request: web.Request, runtime: Runtime, bucket: str, limit: int, style: Style
 ) -> None:
     """Count one call against the app's 15-minute budget for this route; 429 when spent.
 
-    Windows live in the state's rate windows (under a prefix that no user id has), so
-    `/_emulator/reset` refills them with the DM budgets.
+    The window is one of the state's budgets, so `/_emulator/reset` refills it with the DM
+    budgets.
     """
-    key = f"app:{bucket}"
-    window = runtime.state.rate_windows.get(key)
-    if window is None:
-        window = RateWindow(limit, runtime.config.management_rate_window)
-        runtime.state.rate_windows[key] = window
+    window = runtime.state.budgets.named(
+        f"app:{bucket}", limit, runtime.config.management_rate_window
+    )
     verdict = window.consume(time.time())
     request[RATE_HEADERS] = verdict.headers()
     if not verdict.allowed:

@@ -26,6 +26,7 @@ from catbot.emulator import (
     management_v2,
     tweets_api,
     xchat_api,
+    xchat_friends,
 )
 from catbot.emulator.config import EmulatorConfig
 from catbot.emulator.delivery import Deliverer
@@ -34,6 +35,8 @@ from catbot.emulator.pipeline import DeliveryPipeline
 from catbot.emulator.recheck import recheck_forever
 from catbot.emulator.runtime import RUNTIME, Runtime
 from catbot.emulator.state import EmulatorState
+from catbot.emulator.state.budgets import Budgets
+from catbot.emulator.state.spreading import DeliverySpreading
 from catbot.emulator.tasks import BackgroundTasks
 from catbot.emulator.traffic import traffic
 from catbot.emulator.webhooks import add_startup_webhook
@@ -76,7 +79,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await runtime.deliverer.open()
     try:
         for url in config.webhook_urls:
-            webhook = runtime.state.webhook_by_url(url)
+            webhook = runtime.state.webhooks.by_url(url)
             if webhook is not None:
                 runtime.tasks.spawn(
                     runtime.deliverer.validate_until_valid(
@@ -95,12 +98,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 def build_app(config: EmulatorConfig) -> web.Application:
     state = EmulatorState(
         bot_user_id=config.bot_user_id,
-        dm_rate_limit=config.dm_rate_limit,
-        dm_rate_window=config.dm_rate_window,
+        budgets=Budgets(config.dm_rate_limit, config.dm_rate_window),
+        spreading=DeliverySpreading(config.delivery_mode, config.duplicate_every),
     )
-    state.ensure_user(config.bot_user_id, config.bot_name).screen_name = config.bot_screen_name
-    state.spreading.mode = config.delivery_mode
-    state.spreading.duplicate_every = config.duplicate_every
+    state.users.ensure(config.bot_user_id, config.bot_name).screen_name = config.bot_screen_name
     deliverer = Deliverer(
         state,
         config.consumer_secret,
@@ -134,6 +135,7 @@ def build_app(config: EmulatorConfig) -> web.Application:
     control.add_routes(app)
     chat.add_routes(app)
     xchat_api.add_routes(app)
+    xchat_friends.add_routes(app)
     app.cleanup_ctx.append(_lifecycle)
     return app
 

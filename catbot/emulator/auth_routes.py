@@ -21,6 +21,7 @@ from aiohttp import web
 from catbot.emulator.access import authenticate
 from catbot.emulator.errors import Style
 from catbot.emulator.runtime import RUNTIME, Runtime
+from catbot.emulator.state.users import UserProfile
 
 TOKEN = "/oauth2/token"
 USERS_ME = "/2/users/me"
@@ -72,10 +73,14 @@ async def post_token(request: web.Request) -> web.Response:
     return web.json_response({"token_type": "bearer", "access_token": config.app_bearer_token})
 
 
+def _bot(request: web.Request) -> UserProfile:
+    state = request.app[RUNTIME].state
+    return state.users[state.bot_user_id]
+
+
 async def get_users_me(request: web.Request) -> web.Response:
     await authenticate(request, Style.V2, user=True)
-    runtime: Runtime = request.app[RUNTIME]
-    bot = runtime.state.users[runtime.state.bot_user_id]
+    bot = _bot(request)
     return web.json_response(
         {"data": {"id": bot.id, "name": bot.name, "username": bot.screen_name}}
     )
@@ -83,8 +88,7 @@ async def get_users_me(request: web.Request) -> web.Response:
 
 async def get_verify_credentials(request: web.Request) -> web.Response:
     await authenticate(request, Style.V11, user=True)
-    runtime: Runtime = request.app[RUNTIME]
-    bot = runtime.state.users[runtime.state.bot_user_id]
+    bot = _bot(request)
     user: dict[str, Any] = {
         "id": int(bot.id),
         "id_str": bot.id,

@@ -29,9 +29,10 @@ from typing import Any
 
 from aiohttp import web
 
-from catbot.emulator.control import PREFIX
+from catbot.emulator.control import PREFIX, webhooks_json
 from catbot.emulator.runtime import RUNTIME, Runtime
-from catbot.emulator.xchat_api import XCHAT, XChatState, xchat_status
+from catbot.emulator.state.users import UserProfile
+from catbot.emulator.xchat_friends import xchat_status
 
 STATIC_DIR = Path(__file__).with_name("static")
 CHAT_PATH = f"{PREFIX}/chat"
@@ -50,42 +51,23 @@ _CONTENT_TYPES = {
 _CLOSING = web.AppKey("catbot_emulator_chat_closing", asyncio.Event)
 
 
-def _users_json(runtime: Runtime, ids: Iterable[str] | None = None) -> list[dict[str, str]]:
-    users = runtime.state.users
-    chosen = users.values() if ids is None else [users[i] for i in ids if i in users]
-    return [{"id": u.id, "name": u.name, "screen_name": u.screen_name} for u in chosen]
+def _users_json(users: Iterable[UserProfile]) -> list[dict[str, str]]:
+    return [{"id": u.id, "name": u.name, "screen_name": u.screen_name} for u in users]
 
 
-def webhooks_json(runtime: Runtime) -> list[dict[str, Any]]:
+def snapshot(runtime: Runtime) -> dict[str, Any]:
     state = runtime.state
-    hooks = []
-    for webhook in state.webhooks.values():
-        data = webhook.to_json()
-        data["subscriptions"] = [s.to_json() for s in state.subscriptions_for_webhook(webhook.id)]
-        hooks.append(data)
-    return hooks
-
-
-def snapshot(runtime: Runtime, xs: XChatState) -> dict[str, Any]:
-    state = runtime.state
-    recent = list(state.delivery_log)[-_RECENT_DELIVERIES:]
+    # The bot is made at start-up and users are never forgotten, so it is always there.
+    bot = state.users[state.bot_user_id]
     return {
-        "bot": {
-            "id": state.bot_user_id,
-            "name": state.users[state.bot_user_id].name
-            if state.bot_user_id in state.users
-            else "bot",
-            "screen_name": state.users[state.bot_user_id].screen_name
-            if state.bot_user_id in state.users
-            else "bot",
-        },
-        "users": _users_json(runtime),
-        "messages": [m.to_json() for m in state.messages],
-        "posts": [p.to_json() for p in state.posts],
-        "webhooks": webhooks_json(runtime),
-        "deliveries": recent,
+        "bot": {"id": bot.id, "name": bot.name, "screen_name": bot.screen_name},
+        "users": _users_json(state.users.values()),
+        "messages": [m.to_json() for m in state.messages.conversation(None)],
+        "posts": [p.to_json() for p in state.posts.thread(None)],
+        "webhooks": webhooks_json(state),
+        "deliveries": state.traffic.deliveries(last=_RECENT_DELIVERIES),
         "max_text_length": runtime.config.max_text_length,
-        "xchat": xchat_status(runtime, xs),
+        "xchat": xchat_status(runtime),
     }
 
 
@@ -103,17 +85,17 @@ async def get_events(request: web.Request) -> web.StreamResponse:
         if topic == "message":
             # The page names friends it has not seen yet.
             parties = (data["sender_id"], data["recipient_id"])
-            data = {**data, "users": _users_json(runtime, parties)}
+            data = {**data, "users": _users_json(state.users.known(parties))}
         elif topic == "post":
             involved: list[str] = [data["author_id"]]
-            post = state.post_by_id(data["id"])
+            post = state.posts.by_id(data["id"])
             if post is not None:
                 if post.in_reply_to_user_id is not None:
                     involved.append(post.in_reply_to_user_id)
                 involved.extend(post.mentioned_ids)
-            data = {**data, "users": _users_json(runtime, dict.fromkeys(involved))}
+            data = {**data, "users": _users_json(state.users.known(dict.fromkeys(involved)))}
         elif topic == "webhooks":
-            data = {"webhooks": webhooks_json(runtime)}
+            data = {"webhooks": webhooks_json(state)}
         try:
             queue.put_nowait((topic, data))
         except asyncio.QueueFull:
@@ -129,10 +111,10 @@ async def get_events(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    state.listeners.append(listen)
+    state.feed.listen(listen)
     closed = asyncio.ensure_future(closing.wait())
     try:
-        first = _frame("snapshot", snapshot(runtime, request.app[XCHAT]))
+        first = _frame("snapshot", snapshot(runtime))
         await response.write(b"retry: 1000\n\n" + first)
         while not closing.is_set():
             getter = asyncio.ensure_future(queue.get())
@@ -152,8 +134,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
         pass
     finally:
         closed.cancel()
-        with contextlib.suppress(ValueError):
-            state.listeners.remove(listen)
+        state.feed.stop_listening(listen)
     return response
 
 

@@ -18,12 +18,12 @@ from catbot.emulator.config import (
     DEFAULT_BOT_USER_ID,
     DEFAULT_HOST,
     DEFAULT_PORT,
-    DELIVERY_MODES,
     ConfigError,
     EmulatorConfig,
     config_from_env,
     read_env_file,
 )
+from catbot.emulator.state.spreading import DELIVERY_MODES
 from catbot.emulator.urls import is_loopback_host
 
 log = logging.getLogger("catbot.emulator")
@@ -163,8 +163,10 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     env_file = getattr(args, "env_file", None)
     variables, source = _environment(env_file)
     if env_file is None and Path(".env").is_file():
-        log.info("./.env is not read (it may hold production credentials): pass --env-file .env "
-                 "to use it")
+        log.info(
+            "./.env is not read (it may hold production credentials): pass --env-file .env "
+            "to use it"
+        )
     return config_from_env(
         variables,
         credentials_source=source,

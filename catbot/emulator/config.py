@@ -18,9 +18,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
-from catbot.emulator.state import BOT_ACTIVITY_EVENT_TYPES, DELIVERY_MODES, DeliveryMode
-
-__all__ = ["DELIVERY_MODES", "ConfigError", "DeliveryMode", "EmulatorConfig", "config_from_env"]
+from catbot.emulator.state.registry import BOT_ACTIVITY_EVENT_TYPES
+from catbot.emulator.state.spreading import DELIVERY_MODES, DeliveryMode
 from catbot.emulator.urls import is_loopback_host, webhook_url_problem
 
 ApiFlavour = Literal["v2", "activity", "v1.1"]
@@ -242,8 +241,10 @@ class EmulatorConfig:
 
     def credentials_summary(self) -> str:
         """Which credentials are in use and where they came from, never a secret."""
-        key = f"consumer key {abbreviate(self.consumer_key)}" if self.consumer_key else (
-            "no consumer key"
+        key = (
+            f"consumer key {abbreviate(self.consumer_key)}"
+            if self.consumer_key
+            else ("no consumer key")
         )
         if self.credentials_source == BUILT_IN_SOURCE:
             return (
@@ -251,11 +252,6 @@ class EmulatorConfig:
                 "for your app"
             )
         return f"{key}, from {self.credentials_source}"
-
-    @property
-    def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
 
 
 def abbreviate(value: str) -> str:

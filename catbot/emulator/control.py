@@ -1,112 +1,9 @@
-"""The `/_emulator/` control API: play users, inspect traffic, inject faults.
+"""The `/_emulator/` control API: play users, inspect traffic, inject faults, steer deliveries.
 
-Not part of X. It has no authentication, so it answers the developer's own tools only
-(`catbot.emulator.guard`): requests addressed to a loopback `Host` (127.0.0.1, localhost,
-[::1]; any port), without a foreign `Origin`, with bodies sent as `application/json` (403 or
-415 otherwise), and the emulator listens beyond loopback only with `--allow-remote`. Errors
-are `{"error": "..."}` with status 400 (or 404 for unknown ids).
-
-Users and traffic:
-- `POST /dm` `{"sender_id", "text", "sender_name"?, "created_timestamp"?}`: that user DMs
-  the bot; answers `{"event_id", "deliveries": [{"url", "status", "error"}]}` (first attempts;
-  `"held": true` when the reorder fault holds them, `"duplicate": true` on copies).
-- `POST /dm_batch` `{"messages": [...]}`: one delivery holding several events.
-- `POST /xchat` `{"sender_id", "text", "sender_name"?, "created_timestamp"?}`: the same as
-  an end-to-end encrypted X Chat message. The user (every emulated user has X Chat keys)
-  encrypts `text` to the bot, making the conversation key the first time or when either
-  key changed, and X delivers `chat.received` (X Activity API envelope, payload as X's
-  documented example) to the bot's `chat.received` subscriptions. Answers `{"event_id",
-  "conversation_id", "sequence_id", "deliveries"}`; 409 while the bot has registered no
-  X Chat public key (`catbot xchat register`). Shapes and routes in
-  `catbot.emulator.xchat_api`. `GET /xchat`: `{"bot_key_version", "subscribed",
-  "reason"}`, whether friends can write to the bot on X Chat yet (the chat page's switch).
-- `POST /mention` `{"sender_id", "text", "sender_name"?, "user_has_blocked"?: bool or
-  "true"/"false", "is_blocked_by"?: the same, "retweet"?: bool, "in_reply_to_tweet_id"?}`:
-  that user posts publicly naming the bot (`@<bot screen name> ` is put in front when the
-  text does not name it; up to 25,000 characters, X Premium's longform posts: over 140 they
-  arrive in Account Activity's `extended_tweet`); `retweet` makes it a retweet ("RT @user:
-  text", with `retweeted_status`). Answers `{"tweet_id", "deliveries"}` like `/dm`.
-  Delivered as `tweet_create_events` (Account Activity, `user_has_blocked` passed through as
-  given, the string "false" when absent as in X's example; `is_blocked_by` only when given)
-  and, in the X Activity API, `post.mention.create` and, when it replies to one of the bot's
-  posts, `post.reply.create` too (`data.payload` is the v2 post, `data.includes` beside it,
-  one `event_uuid` per delivery); shapes in `catbot.emulator.posts`.
-- `GET /posts[?user_id=]`: the public thread, oldest first: `{"posts": [{"id", "author_id",
-  "text", "in_reply_to_tweet_id", "created_at", "conversation_id", "retweeted_status_id"}]}`
-  (mentions and the bot's posts through `POST /2/tweets`).
-- `POST /redeliver` `{"event_id"}` (a DM event id or a post's `tweet_id`): the same bytes
-  again. `POST /deliver_raw` `{"body"}` or
-  `{"body_text"}`, `"sign"`, `"signature"`: arbitrary bodies to the webhooks.
-- `GET /messages[?user_id=]` (DMs and X Chat messages both ways, oldest first, each with
-  `"channel": "dm"` or `"xchat"`; the bot's X Chat messages as the friend's app decrypts
-  them), `GET /stats`, `GET /deliveries` (outgoing POSTs, with
-  `webhook_id` and `attempt`), `GET /requests[?route=dm&since=<epoch s>]` (X API requests:
-  `at` arrival, `answered_at`, `method`, `path`, `route` (`dm`, `xchat`, `webhooks`, `auth`,
-  `other`), `status` (null when the connection was dropped), `outcome` for DM sends, X Chat
-  sends and posts: `sent`, `rate_limited`, `failed`, `forbidden`, `dropped`, `invalid`,
-  `unauthorized`; `route=tweets` for `POST /2/tweets`, `route=xchat` for the X Chat routes
-  and the public-key directory).
-- `POST /reset`: forget traffic (held deliveries too), faults, counters and budgets
-  (webhooks, subscriptions and the delivery mode stay).
-
-Webhooks: `GET /webhooks` lists each webhook with its subscriptions, `GET /subscriptions`
-every subscription of both kinds. `POST /webhooks` `{"url"}` registers (CRC first) and
-subscribes the bot like `--webhook-url`, but ignores the tier limits: a back door for tests
-and the demo. `DELETE /webhooks/{id}`. `POST /crc` `{"webhook_id"?}` runs X's CRC check now
-(one webhook, or every registered one) and answers each result: a failed or late answer
-invalidates the webhook until it is revalidated.
-
-Delivery spreading: `GET|POST /delivery_mode` `{"mode": "all" | "round_robin",
-"duplicate_every": N}` (default 0, never). "all" (X's behaviour): each event to every valid
-subscribed webhook. "round_robin": each delivery to ONE valid subscribed webhook, in turn, as
-a load balancer in front of replicas; every Nth delivery also to the next webhook.
-
-Faults: `GET /faults`; `POST /faults` replaces them all (fields not given are off);
-`PATCH /faults` changes only the fields given; `DELETE /faults` clears them. Fields:
-- `dm_delay_seconds`: every DM send answers this much later (after authentication).
-- `dm_fail_next` N, `dm_fail_status` (default 503, any 400-599): the next N DM sends fail.
-- `dm_fail_ratio` (0-1): each DM send fails with that probability (draws from `seed`).
-- `dm_fail_for_seconds` S: every DM send fails for the next S seconds (X is down).
-- `dm_drop_next` N, `dm_drop_ratio` (0-1): the connection is closed without an answer,
-  before anything is sent (the client sees a disconnect, the DM is not recorded).
-- `dm_rate_limit_next` N: the next N DM sends get 429; `dm_rate_limit_reset_in` (default 1)
-  sets their `x-rate-limit-reset`, null sends a 429 without any `x-rate-limit-*` header.
-- `dm_rate_limit_for_seconds` S: every DM send gets 429 until a whole second S from now,
-  which `x-rate-limit-reset` names (no headers when `dm_rate_limit_reset_in` is null).
-- `dm_budget_limit` N, `dm_budget_window` S: the real per-window DM budget (default
-  `--dm-rate-limit`/`--dm-rate-window`); changing it starts fresh windows.
-- `forbidden_recipients` [ids] (403 code 349), `automated_recipients` [ids] (403 code 226),
-  `forbidden_codes` {id: 150|151|226|349}: permanent refusals of DMs to those users.
-- `post_fail_next` N, `post_fail_status` (default 503): the next N `POST /2/tweets` fail;
-  `post_rate_limit_next` N: the next N get 429.
-- X Chat sends (`POST /2/chat/conversations/{id}/messages`), their own family, as the DM
-  fields: `xchat_delay_seconds`; `xchat_fail_next` N, `xchat_fail_status` (default 503),
-  `xchat_fail_for_seconds` S (after the message was checked; X keeps nothing);
-  `xchat_drop_next` N (disconnect before anything); `xchat_rate_limit_next` N,
-  `xchat_rate_limit_for_seconds` S, `xchat_rate_limit_reset_in` (default 1; null: a 429
-  without headers); `xchat_budget_limit` N, `xchat_budget_window` S (the real allowance,
-  default 200 per 900 s: X documents none, see `catbot.emulator.xchat_api`);
-  `xchat_forbidden_recipients` [ids]: a permanent 403 (code 349) for sends to them.
-- `latency` {key: seconds}: delay before handling any X request. Keys: `dm`, `xchat`,
-  `tweets`, `webhooks`
-  (all management routes), `auth`, `*` (every X route), a path glob (`/2/webhooks*`), a
-  route template (`/2/webhooks/{webhook_id}`), either optionally after a method
-  (`PUT /2/webhooks/*`). The largest matching delay applies.
-- `deliver_duplicates_ratio` (0-1): a delivery is also sent a second time, concurrently.
-- `reorder_window` S: deliveries are held, then sent one by one in a shuffled order S
-  seconds after the first was held.
-- `redelivery_delays` [s, ...]: X's retries of a delivery that failed (no answer within the
-  delivery timeout, a dropped connection, a non-2xx answer), one per delay; default
-  `--redelivery-delays` (none). In round-robin mode a retry goes to the next webhook.
-- `delivery_timeout` S: how long X waits for a webhook's answer (default
-  `--delivery-timeout`, 10); a slower answer counts as failed.
-- `crc_timeout` S: the CRC answer deadline (default `--crc-timeout`, 3).
-- `seed`: seeds every random draw above, so a run can be replayed.
-Everything injected is counted in `GET /stats`: `post_failed`, `dm_dropped`, `dm_forbidden`,
-`dm_rate_limited`, `dm_failed`, `xchat_dropped`, `xchat_forbidden`, `xchat_rate_limited`,
-`xchat_failed`, `latency_injected`, `delivery_timeouts`, `redeliveries`,
-`redeliveries_exhausted`, `duplicates_sent`, `deliveries_held`, `reorder_flushes`; X Chat
-traffic also as `xchat_received` (messages to the bot), `xchat_requests` and `xchat_sent`.
+Not part of X, and without authentication: `catbot.emulator.guard` keeps it to the
+developer's own tools. Errors are `{"error": "..."}` with status 400 (404 for unknown ids,
+409 where X Chat is not set up yet). Every route, field and fault is described in
+docs/emulator.md; keep that page in step with this module.
 """
 
 from __future__ import annotations
@@ -125,7 +22,11 @@ from catbot.emulator.payloads import encode
 from catbot.emulator.posts import MAX_LONGFORM_LENGTH, create_post, dispatch_post, find_mentions
 from catbot.emulator.refusals import RegistryError
 from catbot.emulator.runtime import RUNTIME, Runtime
-from catbot.emulator.state import DELIVERY_MODES, DeliveryMode, Message, SignedBody
+from catbot.emulator.state import EmulatorState
+from catbot.emulator.state.messages import Message
+from catbot.emulator.state.registry import Webhook
+from catbot.emulator.state.spreading import DELIVERY_MODES, DeliveryMode
+from catbot.emulator.state.traffic import SignedBody
 from catbot.emulator.webhooks import register_and_subscribe_bot
 from catbot.signing import sign_body
 
@@ -209,9 +110,9 @@ def parse_incoming(data: Any, bot_user_id: str, max_text_length: int) -> Incomin
 
 def _record_incoming(runtime: Runtime, dm: IncomingDm) -> Message:
     state = runtime.state
-    state.ensure_user(dm.sender_id, dm.sender_name)
+    state.users.ensure(dm.sender_id, dm.sender_name)
     state.stats.events_received += 1
-    return state.record_message(
+    return state.messages.record(
         sender_id=dm.sender_id,
         recipient_id=state.bot_user_id,
         text=dm.text,
@@ -296,10 +197,10 @@ async def post_mention(request: web.Request) -> web.Response:
     reply_to = None
     target = data.get("in_reply_to_tweet_id")
     if target is not None:
-        reply_to = state.post_by_id(target) if isinstance(target, str) else None
+        reply_to = state.posts.by_id(target) if isinstance(target, str) else None
         if reply_to is None:
             raise ControlError(f"no post {target} to reply to", status=404)
-    bot_name = state.ensure_user(state.bot_user_id).screen_name
+    bot_name = state.users.ensure(state.bot_user_id).screen_name
     text = dm.text
     if not any(m.user_id == state.bot_user_id for m in find_mentions(state, text)):
         text = f"@{bot_name} {text}"
@@ -307,7 +208,7 @@ async def post_mention(request: web.Request) -> web.Response:
         raise ControlError(
             f"text (with @{bot_name} in front) is over {MAX_LONGFORM_LENGTH} characters"
         )
-    state.ensure_user(dm.sender_id, dm.sender_name)
+    state.users.ensure(dm.sender_id, dm.sender_name)
     state.stats.mentions_received += 1
     post = create_post(
         state,
@@ -350,7 +251,7 @@ async def post_deliver_raw(request: web.Request) -> web.Response:
         raise ControlError("sign must be a boolean and signature a string")
     if signature is None and sign:
         signature = sign_body(runtime.config.consumer_secret, body)
-    bodies = [SignedBody(w, body, signature, "raw") for w in runtime.state.webhooks]
+    bodies = [SignedBody(w, body, signature, "raw") for w in runtime.state.webhooks.ids()]
     outcomes = await runtime.pipeline.deliver(bodies)
     return web.json_response({"deliveries": [o.to_json() for o in outcomes]})
 
@@ -362,7 +263,7 @@ async def get_messages(request: web.Request) -> web.Response:
     user_id = request.query.get("user_id")
     if user_id is not None and not USER_ID_RE.match(user_id):
         raise ControlError("user_id must be 1 to 19 digits")
-    messages = _runtime(request).state.conversation(user_id)
+    messages = _runtime(request).state.messages.conversation(user_id)
     return web.json_response({"messages": [m.to_json() for m in messages]})
 
 
@@ -370,7 +271,7 @@ async def get_posts(request: web.Request) -> web.Response:
     user_id = request.query.get("user_id")
     if user_id is not None and not USER_ID_RE.match(user_id):
         raise ControlError("user_id must be 1 to 19 digits")
-    posts = _runtime(request).state.thread(user_id)
+    posts = _runtime(request).state.posts.thread(user_id)
     return web.json_response({"posts": [p.to_json() for p in posts]})
 
 
@@ -379,7 +280,7 @@ async def get_stats(request: web.Request) -> web.Response:
 
 
 async def get_deliveries(request: web.Request) -> web.Response:
-    return web.json_response({"deliveries": list(_runtime(request).state.delivery_log)})
+    return web.json_response({"deliveries": _runtime(request).state.traffic.deliveries()})
 
 
 async def get_requests(request: web.Request) -> web.Response:
@@ -389,11 +290,7 @@ async def get_requests(request: web.Request) -> web.Response:
         since = float(since_text) if since_text is not None else None
     except ValueError:
         raise ControlError("since must be a Unix time in seconds") from None
-    entries = [
-        entry
-        for entry in _runtime(request).state.request_log
-        if (route is None or entry["route"] == route) and (since is None or entry["at"] >= since)
-    ]
+    entries = _runtime(request).state.traffic.requests(route, since)
     return web.json_response({"requests": entries})
 
 
@@ -448,9 +345,9 @@ async def delete_faults(request: web.Request) -> web.Response:
 def _delivery_mode_json(runtime: Runtime) -> dict[str, Any]:
     state = runtime.state
     rotation = [
-        wid
-        for wid, hook in state.webhooks.items()
-        if hook.valid and state.subscriptions_for_webhook(wid)
+        hook.id
+        for hook in state.webhooks.all()
+        if hook.valid and state.subscriptions.for_webhook(hook.id)
     ]
     return {**state.spreading.to_json(), "rotation": rotation}
 
@@ -471,10 +368,8 @@ async def post_delivery_mode(request: web.Request) -> web.Response:
     every = data.get("duplicate_every", 0)
     if type(every) is not int or every < 0:
         raise ControlError("duplicate_every must be a whole number, 0 for never")
-    spreading = runtime.state.spreading
     new_mode: DeliveryMode = "round_robin" if mode == "round_robin" else "all"
-    spreading.mode, spreading.duplicate_every = new_mode, every
-    spreading.planned = 0
+    runtime.state.spreading.configure(new_mode, every)
     return web.json_response(_delivery_mode_json(runtime))
 
 
@@ -488,9 +383,13 @@ async def post_crc(request: web.Request) -> web.Response:
     if webhook_id is not None and not isinstance(webhook_id, str):
         raise ControlError("webhook_id must be a string")
     hooks = runtime.state.webhooks
-    if webhook_id is not None and webhook_id not in hooks:
-        raise ControlError(f"no webhook {webhook_id}", status=404)
-    targets = [hooks[webhook_id]] if webhook_id is not None else list(hooks.values())
+    if webhook_id is None:
+        targets = hooks.all()
+    else:
+        webhook = hooks.get(webhook_id)
+        if webhook is None:
+            raise ControlError(f"no webhook {webhook_id}", status=404)
+        targets = [webhook]
     results = []
     for webhook in targets:
         outcome = await runtime.deliverer.crc(webhook)
@@ -508,18 +407,19 @@ async def post_crc(request: web.Request) -> web.Response:
 # --- webhooks --------------------------------------------------------------------------
 
 
-def _webhook_json(runtime: Runtime, webhook_id: str) -> dict[str, Any]:
-    state = runtime.state
-    data = state.webhooks[webhook_id].to_json()
-    data["subscriptions"] = [s.to_json() for s in state.subscriptions_for_webhook(webhook_id)]
+def webhook_json(state: EmulatorState, webhook: Webhook) -> dict[str, Any]:
+    """A webhook with its subscriptions, as the control API and the chat page show it."""
+    data = webhook.to_json()
+    data["subscriptions"] = [s.to_json() for s in state.subscriptions.for_webhook(webhook.id)]
     return data
 
 
+def webhooks_json(state: EmulatorState) -> list[dict[str, Any]]:
+    return [webhook_json(state, w) for w in state.webhooks.all()]
+
+
 async def get_webhooks(request: web.Request) -> web.Response:
-    runtime = _runtime(request)
-    return web.json_response(
-        {"webhooks": [_webhook_json(runtime, wid) for wid in runtime.state.webhooks]}
-    )
+    return web.json_response({"webhooks": webhooks_json(_runtime(request).state)})
 
 
 async def post_webhook(request: web.Request) -> web.Response:
@@ -531,12 +431,12 @@ async def post_webhook(request: web.Request) -> web.Response:
         webhook = await register_and_subscribe_bot(runtime, url)
     except RegistryError as exc:
         raise ControlError(str(exc)) from None
-    return web.json_response(_webhook_json(runtime, webhook.id))
+    return web.json_response(webhook_json(runtime.state, webhook))
 
 
 async def get_subscriptions(request: web.Request) -> web.Response:
     """Every subscription, both kinds (Account Activity users and X Activity API)."""
-    subs = _runtime(request).state.subscriptions.values()
+    subs = _runtime(request).state.subscriptions.all()
     return web.json_response({"subscriptions": [s.to_json() for s in subs]})
 
 

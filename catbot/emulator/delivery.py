@@ -20,7 +20,9 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from catbot.emulator.state import EmulatorState, SignedBody, Webhook
+from catbot.emulator.state import EmulatorState
+from catbot.emulator.state.registry import Webhook
+from catbot.emulator.state.traffic import SignedBody
 from catbot.signing import SIGNATURE_HEADER, crc_response_token
 
 log = logging.getLogger("catbot.emulator.delivery")
@@ -165,13 +167,7 @@ class Deliverer:
             stats.crc_failures += 1
         # Start-up retries repeat the same failure every half second: log changes only.
         changed = (outcome.ok, outcome.error) != (webhook.valid, webhook.last_crc_error)
-        webhook.valid = outcome.ok
-        if outcome.ok:
-            webhook.startup_pending = False
-        webhook.last_crc_status = outcome.status
-        webhook.last_crc_error = outcome.error
-        webhook.last_crc_at = time.time()
-        self._state.notify("webhooks", {})
+        self._state.webhooks.crc_checked(webhook, outcome.ok, outcome.status, outcome.error)
         log.log(
             logging.INFO if changed else logging.DEBUG,
             "CRC webhook=%s ok=%s status=%s%s",
@@ -287,7 +283,7 @@ class Deliverer:
             latency_ms = round((time.monotonic() - started) * 1000, 1)
         if duplicate:
             outcome = replace(outcome, duplicate=True)
-        self._state.log_delivery(
+        self._state.traffic.log_delivery(
             {
                 "at": time.time(),
                 "event_ids": list(event_ids),

@@ -1,4 +1,4 @@
-"""Turn DM events into signed deliveries, remember them for redelivery, and send them."""
+"""Turn events into signed deliveries, remember them for redelivery, and send them."""
 
 from __future__ import annotations
 
@@ -7,16 +7,9 @@ from collections.abc import Iterable, Sequence
 from catbot.emulator.delivery import DeliveryOutcome
 from catbot.emulator.payloads import Envelope, encode, envelopes_for
 from catbot.emulator.runtime import Runtime
-from catbot.emulator.state import Message, SignedBody
+from catbot.emulator.state.messages import Message
+from catbot.emulator.state.traffic import SignedBody
 from catbot.signing import sign_body
-
-
-def sign_envelopes(runtime: Runtime, messages: Sequence[Message]) -> tuple[SignedBody, ...]:
-    state = runtime.state
-    envelopes = envelopes_for(
-        messages, list(state.subscriptions.values()), state.users, runtime.app_info
-    )
-    return sign(runtime, envelopes)
 
 
 def sign(runtime: Runtime, envelopes: Iterable[Envelope]) -> tuple[SignedBody, ...]:
@@ -37,12 +30,21 @@ def sign(runtime: Runtime, envelopes: Iterable[Envelope]) -> tuple[SignedBody, .
     return tuple(signed)
 
 
+async def deliver_envelopes(
+    runtime: Runtime, envelopes: Iterable[Envelope], event_ids: Sequence[str]
+) -> list[DeliveryOutcome]:
+    """Sign, remember for `redeliver`, and deliver through the pipeline."""
+    bodies = sign(runtime, envelopes)
+    runtime.state.sent.remember(bodies)
+    return await runtime.pipeline.deliver(bodies, event_ids)
+
+
 async def dispatch(runtime: Runtime, messages: Sequence[Message]) -> list[DeliveryOutcome]:
     """Deliver a batch the way X does: an Account Activity subscriber gets one body with all
     its events, an X Activity API subscriber one body per event."""
-    bodies = sign_envelopes(runtime, messages)
-    runtime.state.remember_bodies(bodies)
-    return await runtime.pipeline.deliver(bodies, [m.id for m in messages])
+    state = runtime.state
+    envelopes = envelopes_for(messages, state.subscriptions.all(), state.users, runtime.app_info)
+    return await deliver_envelopes(runtime, envelopes, [m.id for m in messages])
 
 
 async def redeliver(runtime: Runtime, event_id: str) -> list[DeliveryOutcome] | None:
@@ -51,7 +53,7 @@ async def redeliver(runtime: Runtime, event_id: str) -> list[DeliveryOutcome] | 
     Like any delivery it follows the delivery mode: in round-robin mode it goes to the next
     webhook in turn, which may be another replica than the one that got it first.
     """
-    bodies = runtime.state.sent_bodies.get(event_id)
+    bodies = runtime.state.sent.carrying(event_id)
     if bodies is None:
         return None
     return await runtime.pipeline.deliver(bodies, [event_id])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import re
 import time
 from collections.abc import Callable
@@ -24,11 +23,10 @@ from catbot.emulator.access import oauth_outcome
 from catbot.emulator.config import USER_ID_RE
 from catbot.emulator.dispatch import dispatch
 from catbot.emulator.errors import Style, XError
-from catbot.emulator.faults import Faults
 from catbot.emulator.oauth import AuthOutcome
 from catbot.emulator.payloads import message_create_event
 from catbot.emulator.runtime import RUNTIME, Runtime
-from catbot.emulator.state import Message
+from catbot.emulator.state.messages import Message
 from catbot.emulator.traffic import OUTCOME, drop_connection
 
 log = logging.getLogger("catbot.emulator.dm")
@@ -154,7 +152,7 @@ async def _send(
     runtime = request.app[RUNTIME]
     state, faults = runtime.state, runtime.state.faults
     state.stats.dm_requests += 1
-    window = state.dm_window(state.bot_user_id)
+    window = state.budgets.dm(state.bot_user_id)
 
     # A broken network path: before X sees anything, so nothing is sent.
     if faults.dm_drop_next > 0 or faults.chance(faults.dm_drop_ratio):
@@ -177,8 +175,9 @@ async def _send(
     if faults.dm_delay_seconds > 0:
         await asyncio.sleep(faults.dm_delay_seconds)
 
-    limited = _injected_rate_limit(runtime, faults, window.limit)
+    limited = faults.injected_rate_limit("dm", window.limit, time.time())
     if limited is not None:
+        log.info("DM send answered 429 (injected)")
         state.stats.dm_rate_limited += 1
         _outcome(request, "rate_limited")
         return _respond(style, errors.rate_limited(), limited)
@@ -197,7 +196,7 @@ async def _send(
         _outcome(request, "invalid")
         return _respond(style, parsed, headers)
 
-    if _injected_failure(faults):
+    if faults.injected_failure("dm", time.time()):
         state.stats.dm_failed += 1
         _outcome(request, "failed")
         log.info("DM send answered %d (injected)", faults.dm_fail_status)
@@ -211,8 +210,8 @@ async def _send(
         log.info("DM send to %s forbidden with code %d (injected)", parsed.recipient_id, code)
         return _respond(style, errors.cannot_send(code), headers)
 
-    state.ensure_user(parsed.recipient_id)
-    message = state.record_message(
+    state.users.ensure(parsed.recipient_id)
+    message = state.messages.record(
         sender_id=state.bot_user_id,
         recipient_id=parsed.recipient_id,
         text=parsed.text,
@@ -227,39 +226,6 @@ async def _send(
     runtime.tasks.spawn(dispatch(runtime, [message]), name=f"echo-{message.id}")
     status, body = answer(runtime, message)
     return web.json_response(body, status=status, headers=headers)
-
-
-def _injected_rate_limit(runtime: Runtime, faults: Faults, limit: int) -> dict[str, str] | None:
-    """Headers of an injected 429 (empty when it carries none), or None for no 429."""
-    now = time.time()
-    until = faults.dm_rate_limit_until
-    if until is not None and now < until:
-        reset = until
-    elif faults.dm_rate_limit_next > 0:
-        faults.dm_rate_limit_next -= 1
-        reset = None
-    else:
-        return None
-    log.info("DM send answered 429 (injected)")
-    if faults.dm_rate_limit_reset_in is None:
-        return {}
-    if reset is None:
-        reset = now + faults.dm_rate_limit_reset_in
-    return {
-        "x-rate-limit-limit": str(limit),
-        "x-rate-limit-remaining": "0",
-        "x-rate-limit-reset": str(math.ceil(reset)),
-    }
-
-
-def _injected_failure(faults: Faults) -> bool:
-    if faults.dm_fail_next > 0:
-        faults.dm_fail_next -= 1
-        return True
-    until = faults.dm_fail_until
-    if until is not None and time.time() < until:
-        return True
-    return faults.chance(faults.dm_fail_ratio)
 
 
 async def send_v2_with_participant(request: web.Request) -> web.Response:

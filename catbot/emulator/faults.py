@@ -4,7 +4,7 @@
 `ValueError` naming it); `POST` replaces every fault, `PATCH` changes only the fields given.
 Time-boxed faults (`*_for_seconds`) start when they are set and show their remaining time.
 Random faults draw from one `random.Random` seeded by `seed`, so a test can replay them.
-The meaning of each field is documented in `catbot.emulator.control`.
+The meaning of each field is documented in docs/emulator.md.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 FAULT_DEFAULT_RESET_IN = 1.0
 # X's codes for a DM that can never be sent to this recipient (all answered with HTTP 403).
 PERMANENT_DM_CODES = frozenset({150, 151, 226, 349})
 # Route classes usable as latency keys, beside "*" and path patterns.
 ROUTE_CLASSES = ("dm", "xchat", "tweets", "webhooks", "auth")
+# The send routes whose trouble is injected field for field alike.
+SendFamily = Literal["dm", "xchat"]
 _MAX_SECONDS = 3600.0
 _MAX_LATENCY_KEYS = 50
 
@@ -110,6 +112,45 @@ class Faults:
         if recipient_id in self.forbidden_recipients:
             return 349
         return None
+
+    def injected_rate_limit(
+        self, family: SendFamily, limit: int, now: float
+    ) -> dict[str, str] | None:
+        """Headers of an injected 429 on one family's sends (empty when it carries none), or
+        None for no 429. Spends one of `<family>_rate_limit_next` when that is what fires."""
+        # The families name their fields alike (`dm_...`, `xchat_...`), so one reading
+        # serves both.
+        until: float | None = getattr(self, f"{family}_rate_limit_until")
+        pending: int = getattr(self, f"{family}_rate_limit_next")
+        if until is not None and now < until:
+            reset: float | None = until
+        elif pending > 0:
+            setattr(self, f"{family}_rate_limit_next", pending - 1)
+            reset = None
+        else:
+            return None
+        reset_in: float | None = getattr(self, f"{family}_rate_limit_reset_in")
+        if reset_in is None:
+            return {}
+        if reset is None:
+            reset = now + reset_in
+        return {
+            "x-rate-limit-limit": str(limit),
+            "x-rate-limit-remaining": "0",
+            "x-rate-limit-reset": str(math.ceil(reset)),
+        }
+
+    def injected_failure(self, family: SendFamily, now: float) -> bool:
+        """Whether an injected 5xx answers this send: the next-N count first, then an outage
+        window, then (DMs only) the random ratio."""
+        pending: int = getattr(self, f"{family}_fail_next")
+        if pending > 0:
+            setattr(self, f"{family}_fail_next", pending - 1)
+            return True
+        until: float | None = getattr(self, f"{family}_fail_until")
+        if until is not None and now < until:
+            return True
+        return self.chance(getattr(self, f"{family}_fail_ratio", 0.0))
 
     def latency_for(self, method: str, path: str, canonical: str | None) -> float:
         """The injected latency of a request: the largest of the matching entries."""

@@ -29,13 +29,20 @@ from aiohttp import web
 
 from catbot.emulator import errors
 from catbot.emulator.access import authenticate
-from catbot.emulator.api_common import Refusal, invalid_request, json_object, spend_budget
+from catbot.emulator.api_common import (
+    Refusal,
+    invalid_request,
+    json_object,
+    max_results,
+    spend_budget,
+)
 from catbot.emulator.config import USER_ID_RE
 from catbot.emulator.errors import Style
 from catbot.emulator.management_v2 import listing, v2_refusal
 from catbot.emulator.refusals import RegistryError
 from catbot.emulator.runtime import RUNTIME, Runtime
-from catbot.emulator.state import Subscription, iso_timestamp
+from catbot.emulator.state.common import iso_timestamp
+from catbot.emulator.state.registry import Subscription
 from catbot.emulator.subscriptions import (
     ACTIVITY_EVENT_TYPES,
     UPDATABLE_FIELDS,
@@ -78,7 +85,7 @@ async def _start(request: web.Request, bucket: str) -> Runtime:
 
 
 def _total(runtime: Runtime) -> int:
-    return len(runtime.state.subscriptions_of_kind("activity"))
+    return len(runtime.state.subscriptions.of_kind("activity"))
 
 
 def _reject_unknown(data: dict[str, Any], allowed: frozenset[str], where: str) -> None:
@@ -135,19 +142,10 @@ async def post_subscription(request: web.Request) -> web.Response:
     )
 
 
-def _max_results(request: web.Request) -> int:
-    raw = request.query.get("max_results")
-    if raw is None:
-        return MAX_RESULTS
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_RESULTS:
-        raise invalid_request(f"`max_results` must be a number between 1 and {MAX_RESULTS}")
-    return int(raw)
-
-
 async def get_subscriptions(request: web.Request) -> web.Response:
     runtime = await _start(request, "GET /2/activity/subscriptions")
-    limit = _max_results(request)
-    ordered = sorted(runtime.state.subscriptions_of_kind("activity"), key=lambda s: int(s.id))
+    limit = max_results(request, default=MAX_RESULTS, maximum=MAX_RESULTS)
+    ordered = sorted(runtime.state.subscriptions.of_kind("activity"), key=lambda s: int(s.id))
     token = request.query.get("pagination_token")
     if token is not None:
         # The token is the id the next page starts at: deletions between pages skip nothing.

@@ -36,7 +36,7 @@ from catbot.emulator.delivery import CrcFailure, CrcOutcome
 from catbot.emulator.errors import Style
 from catbot.emulator.refusals import Reason, RegistryError
 from catbot.emulator.runtime import RUNTIME, Runtime
-from catbot.emulator.state import Webhook
+from catbot.emulator.state.registry import Webhook
 from catbot.emulator.subscriptions import (
     is_subscribed,
     subscribe_account_activity,
@@ -121,12 +121,8 @@ def _env(request: web.Request) -> str:
     return env
 
 
-def _env_webhooks(runtime: Runtime, env: str) -> list[Webhook]:
-    return [w for w in runtime.state.webhooks.values() if w.env_name == env]
-
-
 def _env_webhook(runtime: Runtime, env: str) -> Webhook:
-    hooks = _env_webhooks(runtime, env)
+    hooks = runtime.state.webhooks.in_env(env)
     if not hooks:
         raise _error(404, 34, NO_WEBHOOK)
     return hooks[0]
@@ -156,7 +152,7 @@ async def post_webhook(request: web.Request) -> web.Response:
     url = await _url(request)
     if not url:
         raise _error(400, 214, f"{URL_INVALID} The url parameter is required.")
-    if _env_webhooks(runtime, env):
+    if runtime.state.webhooks.in_env(env):
         raise _error(403, 214, TOO_MANY)  # one webhook per environment
     try:
         webhook = await register_webhook(runtime, url, env_name=env)
@@ -168,7 +164,8 @@ async def post_webhook(request: web.Request) -> web.Response:
 async def get_env_webhooks(request: web.Request) -> web.Response:
     await authenticate(request, V11, app=True)
     env = _env(request)
-    return web.json_response([webhook_json(w) for w in _env_webhooks(_runtime(request), env)])
+    hooks = _runtime(request).state.webhooks.in_env(env)
+    return web.json_response([webhook_json(w) for w in hooks])
 
 
 async def get_all_webhooks(request: web.Request) -> web.Response:
@@ -179,13 +176,13 @@ async def get_all_webhooks(request: web.Request) -> web.Response:
         [
             *config.env_names,
             *([config.default_env_name] if config.default_env_name else []),
-            *(w.env_name for w in runtime.state.webhooks.values() if w.env_name is not None),
+            *(w.env_name for w in runtime.state.webhooks.all() if w.env_name is not None),
         ]
     )
     environments = [
         {
             "environment_name": name,
-            "webhooks": [webhook_json(w) for w in _env_webhooks(runtime, name)],
+            "webhooks": [webhook_json(w) for w in runtime.state.webhooks.in_env(name)],
         }
         for name in names
     ]
@@ -232,7 +229,7 @@ async def post_subscription(request: web.Request) -> web.Response:
 async def get_subscription(request: web.Request) -> web.Response:
     await authenticate(request, V11, user=True)
     env, runtime = _env(request), _runtime(request)
-    hooks = _env_webhooks(runtime, env)
+    hooks = runtime.state.webhooks.in_env(env)
     if not hooks or not is_subscribed(runtime, hooks[0].id, runtime.state.bot_user_id):
         raise _error(404, 34, NO_PAGE)
     return no_content()
@@ -241,8 +238,8 @@ async def get_subscription(request: web.Request) -> web.Response:
 async def get_subscription_list(request: web.Request) -> web.Response:
     await authenticate(request, V11, app=True)
     env, runtime = _env(request), _runtime(request)
-    hooks = _env_webhooks(runtime, env)
-    subs = runtime.state.subscriptions_for_webhook(hooks[0].id) if hooks else []
+    hooks = runtime.state.webhooks.in_env(env)
+    subs = runtime.state.subscriptions.for_webhook(hooks[0].id) if hooks else []
     return web.json_response(
         {
             "environment": env,
@@ -266,7 +263,7 @@ async def delete_subscription(request: web.Request) -> web.Response:
 async def get_count(request: web.Request) -> web.Response:
     await authenticate(request, V11, app=True)
     runtime = _runtime(request)
-    count = str(len(runtime.state.subscriptions_of_kind("account_activity")))
+    count = str(len(runtime.state.subscriptions.of_kind("account_activity")))
     return web.json_response(
         {
             "account_name": runtime.config.app_name,

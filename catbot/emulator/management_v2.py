@@ -36,7 +36,8 @@ from catbot.emulator.api_common import Refusal, invalid_request, json_object, sp
 from catbot.emulator.errors import Style
 from catbot.emulator.refusals import Reason, RegistryError, require_webhook
 from catbot.emulator.runtime import RUNTIME, Runtime
-from catbot.emulator.state import Webhook, iso_timestamp
+from catbot.emulator.state.common import iso_timestamp
+from catbot.emulator.state.registry import Webhook
 from catbot.emulator.subscriptions import (
     is_subscribed,
     subscribe_account_activity,
@@ -119,7 +120,7 @@ async def post_webhook(request: web.Request) -> web.Response:
 async def get_webhooks(request: web.Request) -> web.Response:
     await authenticate(request, V2, app=True)
     runtime = _budget(request, "GET /2/webhooks", webhooks=True)
-    return web.json_response(listing([webhook_json(w) for w in runtime.state.webhooks.values()]))
+    return web.json_response(listing([webhook_json(w) for w in runtime.state.webhooks.all()]))
 
 
 async def put_webhook(request: web.Request) -> web.Response:
@@ -175,12 +176,12 @@ async def get_subscription_list(request: web.Request) -> web.Response:
     await authenticate(request, V2, app=True)
     runtime = _budget(request, "GET subscriptions/all/list", webhooks=False)
     try:
-        webhook = require_webhook(runtime.state, request.match_info["webhook_id"])
+        webhook = require_webhook(runtime.state.webhooks, request.match_info["webhook_id"])
     except RegistryError as exc:
         raise v2_refusal(exc) from None
     subs = [
         {"user_id": s.user_id}
-        for s in runtime.state.subscriptions_for_webhook(webhook.id)
+        for s in runtime.state.subscriptions.for_webhook(webhook.id)
         if s.kind == "account_activity"
     ]
     return web.json_response(
@@ -210,7 +211,7 @@ async def delete_subscription(request: web.Request) -> web.Response:
 async def get_subscription_count(request: web.Request) -> web.Response:
     await authenticate(request, V2, app=True)
     runtime = _budget(request, "GET subscriptions/count", webhooks=False)
-    count = len(runtime.state.subscriptions_of_kind("account_activity"))
+    count = len(runtime.state.subscriptions.of_kind("account_activity"))
     return web.json_response(
         {
             "data": {

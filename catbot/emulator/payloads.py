@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from catbot.emulator.state import Message, Subscription, UserProfile
+from catbot.emulator.state.messages import Message
+from catbot.emulator.state.registry import Subscription
+from catbot.emulator.state.users import UserProfile
 
 # X's placeholder picture for accounts without one (the Account Activity DM example's
 # 4337869213 has it): every user object carries a picture URL.

@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from catbot.emulator.delivery import Deliverer, DeliveryOutcome
-from catbot.emulator.state import EmulatorState, SignedBody
+from catbot.emulator.state import EmulatorState
+from catbot.emulator.state.traffic import SignedBody
 from catbot.emulator.tasks import BackgroundTasks
 
 log = logging.getLogger("catbot.emulator.delivery")
@@ -112,12 +113,12 @@ class DeliveryPipeline:
         looking for a second webhook (`exclude` set).
         """
         webhooks = self._state.webhooks
-        order = list(webhooks)
+        order = webhooks.ids()
         known = [b for b in group if b.webhook_id in webhooks and b.webhook_id != exclude]
         if not known:
             return None if exclude is not None or not group else group[0]
         known.sort(key=lambda b: order.index(b.webhook_id))
-        start = order.index(after) + 1 if after in webhooks else 0
+        start = order.index(after) + 1 if after in order else 0
         rotated = [b for b in known if order.index(b.webhook_id) >= start] + [
             b for b in known if order.index(b.webhook_id) < start
         ]

@@ -66,7 +66,7 @@ from typing import Any
 from twitter_text import parse_tweet
 
 from catbot.emulator.delivery import DeliveryOutcome
-from catbot.emulator.dispatch import sign
+from catbot.emulator.dispatch import deliver_envelopes
 from catbot.emulator.payloads import (
     DEFAULT_AVATAR,
     Envelope,
@@ -79,13 +79,10 @@ from catbot.emulator.payloads import (
     v2_user,
 )
 from catbot.emulator.runtime import Runtime
-from catbot.emulator.state import (
-    EmulatorState,
-    Mention,
-    Post,
-    Subscription,
-    UserProfile,
-)
+from catbot.emulator.state import EmulatorState
+from catbot.emulator.state.posts import Mention, Post
+from catbot.emulator.state.registry import Subscription
+from catbot.emulator.state.users import UserProfile
 
 MENTION_EVENT_TYPE = "post.mention.create"
 REPLY_EVENT_TYPE = "post.reply.create"
@@ -119,7 +116,7 @@ def weighted_length(text: str) -> int:
 def find_mentions(state: EmulatorState, text: str) -> tuple[Mention, ...]:
     mentions = []
     for match in _MENTION_RE.finditer(text):
-        user = state.user_by_screen_name(match.group(1))
+        user = state.users.by_screen_name(match.group(1))
         if user is not None:
             mentions.append(Mention(user.id, user.screen_name, match.start(), match.end()))
     return tuple(mentions)
@@ -136,7 +133,7 @@ def create_post(
     is_blocked_by: bool | str | None = None,
 ) -> Post:
     """Record a post (a retweet of a fresh original when `retweet`) and tell listeners."""
-    author = state.ensure_user(author_id)
+    author = state.users.ensure(author_id)
     now = int(time.time() * 1000)
     retweeted_id: str | None = None
     retweeted_text: str | None = None
@@ -158,7 +155,7 @@ def create_post(
         user_has_blocked=user_has_blocked,
         is_blocked_by=is_blocked_by,
     )
-    return state.add_post(post)
+    return state.posts.add(post)
 
 
 # --- Account Activity (v1.1 tweet objects) ---------------------------------------------
@@ -284,8 +281,8 @@ def _tweet_object(
 
 def tweet_create_event(state: EmulatorState, post: Post) -> dict[str, Any]:
     users = state.users
-    author = state.ensure_user(post.author_id)
-    reply_to = state.post_by_id(post.in_reply_to_tweet_id) if post.in_reply_to_tweet_id else None
+    author = users.ensure(post.author_id)
+    reply_to = state.posts.by_id(post.in_reply_to_tweet_id) if post.in_reply_to_tweet_id else None
     tweet = _tweet_object(
         post_id=post.id,
         author=author,
@@ -396,21 +393,19 @@ def v2_post(post: Post) -> dict[str, Any]:
     return data
 
 
-def _latest_post_id(state: EmulatorState, user_id: str) -> str | None:
-    return next((p.id for p in reversed(state.posts) if p.author_id == user_id), None)
-
-
 def activity_includes(state: EmulatorState, post: Post) -> dict[str, Any]:
     """`includes` of a post event: the users involved (author first, as in X's mention
     example) and the posts (the post itself, then the one it replies to)."""
-    replied = state.post_by_id(post.in_reply_to_tweet_id) if post.in_reply_to_tweet_id else None
+    replied = state.posts.by_id(post.in_reply_to_tweet_id) if post.in_reply_to_tweet_id else None
     user_ids = [post.author_id, *post.mentioned_ids]
     if replied is not None:
         user_ids.append(replied.author_id)
-    users = [
-        v2_user(state.ensure_user(uid), most_recent_tweet_id=_latest_post_id(state, uid))
-        for uid in dict.fromkeys(user_ids)
-    ]
+    users = []
+    for uid in dict.fromkeys(user_ids):
+        latest = state.posts.latest_by(uid)
+        users.append(
+            v2_user(state.users.ensure(uid), most_recent_tweet_id=latest.id if latest else None)
+        )
     tweets = [v2_post(post)] + ([v2_post(replied)] if replied is not None else [])
     return {"users": users, "tweets": tweets}
 
@@ -453,7 +448,7 @@ def _matches(subscription: Subscription, post: Post) -> bool:
 
 def envelopes_for_post(state: EmulatorState, post: Post) -> list[Envelope]:
     envelopes = []
-    for sub in state.subscriptions.values():
+    for sub in state.subscriptions.all():
         if sub.webhook_id is None or not _matches(sub, post):
             continue
         if sub.kind == "account_activity":
@@ -468,6 +463,4 @@ def envelopes_for_post(state: EmulatorState, post: Post) -> list[Envelope]:
 
 async def dispatch_post(runtime: Runtime, post: Post) -> list[DeliveryOutcome]:
     """Sign and deliver a post to every matching subscription; `redeliver` can repeat it."""
-    signed = sign(runtime, envelopes_for_post(runtime.state, post))
-    runtime.state.remember_bodies(signed)
-    return await runtime.pipeline.deliver(signed, [post.id])
+    return await deliver_envelopes(runtime, envelopes_for_post(runtime.state, post), [post.id])

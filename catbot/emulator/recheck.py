@@ -17,7 +17,7 @@ log = logging.getLogger("catbot.emulator.recheck")
 
 
 async def recheck_once(runtime: Runtime) -> None:
-    webhooks = [w for w in runtime.state.webhooks.values() if w.valid]
+    webhooks = [w for w in runtime.state.webhooks.all() if w.valid]
     outcomes = await asyncio.gather(*(runtime.deliverer.crc(w) for w in webhooks))
     for webhook, outcome in zip(webhooks, outcomes, strict=True):
         if not outcome.ok:

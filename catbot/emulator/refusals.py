@@ -10,7 +10,12 @@ from __future__ import annotations
 from enum import StrEnum
 
 from catbot.emulator.delivery import CrcOutcome
-from catbot.emulator.state import EmulatorState, Subscription, Webhook
+from catbot.emulator.state.registry import (
+    Subscription,
+    SubscriptionBook,
+    Webhook,
+    WebhookRegistry,
+)
 
 
 class Reason(StrEnum):
@@ -34,8 +39,8 @@ class RegistryError(Exception):
         self.crc = crc
 
 
-def require_webhook(state: EmulatorState, webhook_id: str) -> Webhook:
-    webhook = state.webhooks.get(webhook_id)
+def require_webhook(webhooks: WebhookRegistry, webhook_id: str) -> Webhook:
+    webhook = webhooks.get(webhook_id)
     if webhook is None:
         raise RegistryError(
             Reason.WEBHOOK_ID_INVALID, f"webhook {webhook_id!r} does not exist for this app"
@@ -43,8 +48,10 @@ def require_webhook(state: EmulatorState, webhook_id: str) -> Webhook:
     return webhook
 
 
-def require_activity_subscription(state: EmulatorState, subscription_id: str) -> Subscription:
-    sub = state.subscriptions.get(subscription_id)
+def require_activity_subscription(
+    subscriptions: SubscriptionBook, subscription_id: str
+) -> Subscription:
+    sub = subscriptions.get(subscription_id)
     if sub is None or sub.kind != "activity":
         raise RegistryError(
             Reason.SUBSCRIPTION_NOT_FOUND, f"subscription {subscription_id!r} does not exist"

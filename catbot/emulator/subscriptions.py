@@ -23,14 +23,12 @@ from catbot.emulator.refusals import (
     require_webhook,
 )
 from catbot.emulator.runtime import Runtime
-from catbot.emulator.state import (
+from catbot.emulator.state.registry import (
     BOT_ACTIVITY_EVENT_TYPES,
     Subscription,
     SubscriptionKind,
     Webhook,
 )
-
-__all__ = ["BOT_ACTIVITY_EVENT_TYPES"]
 
 # DM and chat event types X's Activity API accepts, plus profile ones from its OpenAPI
 # description, mentions and replies (x-api/activity/event-payloads). Only dm.received,
@@ -55,7 +53,7 @@ ACTIVITY_EVENT_TYPES: Final = frozenset(
 
 def _check_limit(runtime: Runtime, kind: SubscriptionKind, enforce: bool) -> None:
     limit = runtime.config.max_subscriptions
-    if enforce and len(runtime.state.subscriptions_of_kind(kind)) >= limit:
+    if enforce and len(runtime.state.subscriptions.of_kind(kind)) >= limit:
         raise RegistryError(
             Reason.SUBSCRIPTION_LIMIT,
             f"this app's tier allows {limit} subscription(s); delete one first",
@@ -69,44 +67,34 @@ def subscribe_account_activity(
     runtime: Runtime, webhook_id: str, user_id: str, *, enforce_limits: bool = True
 ) -> Subscription:
     state = runtime.state
-    require_webhook(state, webhook_id)
-    if state.account_activity_subscription(webhook_id, user_id) is not None:
+    require_webhook(state.webhooks, webhook_id)
+    if state.subscriptions.account_activity(webhook_id, user_id) is not None:
         raise RegistryError(
             Reason.DUPLICATE_SUBSCRIPTION,
             f"user {user_id} is already subscribed to webhook {webhook_id}",
         )
     _check_limit(runtime, "account_activity", enforce_limits)
-    return state.add_subscription(webhook_id=webhook_id, user_id=user_id, kind="account_activity")
+    return state.subscriptions.add(webhook_id=webhook_id, user_id=user_id, kind="account_activity")
 
 
 def is_subscribed(runtime: Runtime, webhook_id: str, user_id: str) -> bool:
-    require_webhook(runtime.state, webhook_id)
-    return runtime.state.account_activity_subscription(webhook_id, user_id) is not None
+    require_webhook(runtime.state.webhooks, webhook_id)
+    return runtime.state.subscriptions.account_activity(webhook_id, user_id) is not None
 
 
 def unsubscribe_account_activity(runtime: Runtime, webhook_id: str, user_id: str) -> None:
     state = runtime.state
-    require_webhook(state, webhook_id)
-    sub = state.account_activity_subscription(webhook_id, user_id)
+    require_webhook(state.webhooks, webhook_id)
+    sub = state.subscriptions.account_activity(webhook_id, user_id)
     if sub is None:
         raise RegistryError(
             Reason.SUBSCRIPTION_NOT_FOUND,
             f"user {user_id} is not subscribed to webhook {webhook_id}",
         )
-    del state.subscriptions[sub.id]
+    state.subscriptions.remove(sub.id)
 
 
 # --- X Activity API --------------------------------------------------------------------
-
-
-def _same_activity(
-    sub: Subscription, event_type: str, user_id: str, webhook_id: str | None
-) -> bool:
-    return sub.kind == "activity" and (sub.event_type, sub.user_id, sub.webhook_id) == (
-        event_type,
-        user_id,
-        webhook_id,
-    )
 
 
 def _check_activity_duplicate(
@@ -116,13 +104,13 @@ def _check_activity_duplicate(
     webhook_id: str | None,
     ignore: str | None = None,
 ) -> None:
-    for sub in runtime.state.subscriptions.values():
-        if sub.id != ignore and _same_activity(sub, event_type, user_id, webhook_id):
-            raise RegistryError(
-                Reason.DUPLICATE_SUBSCRIPTION,
-                f"a {event_type} subscription for user {user_id} on this webhook exists "
-                f"already ({sub.id})",
-            )
+    sub = runtime.state.subscriptions.activity(event_type, user_id, webhook_id, ignore=ignore)
+    if sub is not None:
+        raise RegistryError(
+            Reason.DUPLICATE_SUBSCRIPTION,
+            f"a {event_type} subscription for user {user_id} on this webhook exists "
+            f"already ({sub.id})",
+        )
 
 
 def create_activity_subscription(
@@ -135,10 +123,10 @@ def create_activity_subscription(
     enforce_limits: bool = True,
 ) -> Subscription:
     if webhook_id is not None:
-        require_webhook(runtime.state, webhook_id)
+        require_webhook(runtime.state.webhooks, webhook_id)
     _check_activity_duplicate(runtime, event_type, user_id, webhook_id)
     _check_limit(runtime, "activity", enforce_limits)
-    return runtime.state.add_subscription(
+    return runtime.state.subscriptions.add(
         webhook_id=webhook_id, user_id=user_id, kind="activity", event_type=event_type, tag=tag
     )
 
@@ -154,10 +142,10 @@ def update_activity_subscription(
     if unknown:
         raise ValueError(f"not updatable: {', '.join(sorted(unknown))}")
     state = runtime.state
-    sub = require_activity_subscription(state, subscription_id)
+    sub = require_activity_subscription(state.subscriptions, subscription_id)
     new_webhook = changes.get("webhook_id", sub.webhook_id)
     if new_webhook is not None:
-        require_webhook(state, new_webhook)
+        require_webhook(state.webhooks, new_webhook)
     assert sub.event_type is not None  # activity subscriptions always have one
     _check_activity_duplicate(runtime, sub.event_type, sub.user_id, new_webhook, ignore=sub.id)
     sub.webhook_id = new_webhook
@@ -168,8 +156,8 @@ def update_activity_subscription(
 
 
 def delete_activity_subscription(runtime: Runtime, subscription_id: str) -> None:
-    sub = require_activity_subscription(runtime.state, subscription_id)
-    del runtime.state.subscriptions[sub.id]
+    sub = require_activity_subscription(runtime.state.subscriptions, subscription_id)
+    runtime.state.subscriptions.remove(sub.id)
 
 
 # --- the bot ---------------------------------------------------------------------------
@@ -187,9 +175,7 @@ def subscribe_bot(runtime: Runtime, webhook: Webhook, *, enforce_limits: bool) -
     if config.api == "activity":
         # What the bot answers: DMs, mentions and replies to its posts.
         for event_type in BOT_ACTIVITY_EVENT_TYPES:
-            if any(
-                _same_activity(s, event_type, bot, webhook.id) for s in state.subscriptions.values()
-            ):
+            if state.subscriptions.activity(event_type, bot, webhook.id) is not None:
                 continue
             create_activity_subscription(
                 runtime,
@@ -199,5 +185,5 @@ def subscribe_bot(runtime: Runtime, webhook: Webhook, *, enforce_limits: bool) -
                 tag=config.activity_tag,
                 enforce_limits=enforce_limits,
             )
-    elif state.account_activity_subscription(webhook.id, bot) is None:
+    elif state.subscriptions.account_activity(webhook.id, bot) is None:
         subscribe_account_activity(runtime, webhook.id, bot, enforce_limits=enforce_limits)

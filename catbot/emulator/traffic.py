@@ -55,7 +55,7 @@ async def traffic(request: web.Request, handler: Any) -> web.StreamResponse:
     finally:
         if cls != "control":
             outcome = request.get(OUTCOME)
-            state.request_log.append(
+            state.traffic.log_request(
                 {
                     "at": arrived,
                     "answered_at": time.time(),

@@ -33,7 +33,8 @@ from catbot.emulator.config import USER_ID_RE
 from catbot.emulator.errors import Style
 from catbot.emulator.posts import MAX_POST_LENGTH, create_post, dispatch_post, weighted_length
 from catbot.emulator.runtime import RUNTIME, Runtime
-from catbot.emulator.state import Post, RateWindow
+from catbot.emulator.state.budgets import RateWindow
+from catbot.emulator.state.posts import Post
 from catbot.emulator.traffic import OUTCOME
 
 log = logging.getLogger("catbot.emulator.tweets")
@@ -42,8 +43,7 @@ TWEETS = "/2/tweets"
 # X: 100 posts per 15 minutes per user (and more per app); one window for the bot here.
 POST_RATE_LIMIT = 100
 POST_RATE_WINDOW = 900.0
-# Under the "app:" prefix, which survives DM budget changes (see EmulatorState).
-_WINDOW_KEY = "app:tweets-user"
+_WINDOW_KEY = "tweets-user"
 
 
 def _invalid(message: str, parameter: str | None = None, value: Any = None) -> Refusal:
@@ -74,7 +74,7 @@ def _parse(runtime: Runtime, data: dict[str, Any]) -> tuple[str, Post | None]:
             "reply.in_reply_to_tweet_id",
             target,
         )
-    post = runtime.state.post_by_id(target)
+    post = runtime.state.posts.by_id(target)
     if post is None:
         raise _invalid(
             f"The `reply.in_reply_to_tweet_id` query parameter value [{target}] does not exist",
@@ -85,12 +85,7 @@ def _parse(runtime: Runtime, data: dict[str, Any]) -> tuple[str, Post | None]:
 
 
 def _window(runtime: Runtime) -> RateWindow:
-    windows = runtime.state.rate_windows
-    window = windows.get(_WINDOW_KEY)
-    if window is None:
-        window = RateWindow(POST_RATE_LIMIT, POST_RATE_WINDOW)
-        windows[_WINDOW_KEY] = window
-    return window
+    return runtime.state.budgets.named(_WINDOW_KEY, POST_RATE_LIMIT, POST_RATE_WINDOW)
 
 
 async def create_tweet(request: web.Request) -> web.Response:

@@ -11,12 +11,10 @@ another registration may have finished while this one waited on the network.
 
 from __future__ import annotations
 
-import time
-
 from catbot.emulator.delivery import CrcOutcome
 from catbot.emulator.refusals import Reason, RegistryError, require_webhook
 from catbot.emulator.runtime import Runtime
-from catbot.emulator.state import Webhook
+from catbot.emulator.state.registry import Webhook
 from catbot.emulator.subscriptions import subscribe_bot
 from catbot.emulator.urls import webhook_url_problem
 
@@ -27,7 +25,7 @@ def _admit(runtime: Runtime, url: str, *, enforce_limits: bool) -> None:
     if problem is not None:
         raise RegistryError(Reason.URL_VALIDATION_FAILED, problem)
     state, limit = runtime.state, runtime.config.max_webhooks
-    if state.webhook_by_url(url) is not None:
+    if state.webhooks.by_url(url) is not None:
         raise RegistryError(Reason.DUPLICATE_URL, f"{url} is already registered")
     if enforce_limits and len(state.webhooks) >= limit:
         raise RegistryError(
@@ -45,21 +43,19 @@ async def register_webhook(
     if not outcome.ok:
         raise RegistryError(Reason.CRC_VALIDATION_FAILED, outcome.error or "CRC failed", outcome)
     _admit(runtime, url, enforce_limits=enforce_limits)
-    webhook = runtime.state.add_webhook(url, env_name=env_name)
-    webhook.valid = True
-    webhook.last_crc_status = outcome.status
-    webhook.last_crc_at = time.time()
+    webhook = runtime.state.webhooks.add(url, env_name=env_name)
+    webhook.record_crc(True, outcome.status, None)
     return webhook
 
 
 async def revalidate(runtime: Runtime, webhook_id: str) -> CrcOutcome:
     """X's `PUT`: a fresh CRC whose result sets `valid` either way."""
-    webhook = require_webhook(runtime.state, webhook_id)
+    webhook = require_webhook(runtime.state.webhooks, webhook_id)
     return await runtime.deliverer.crc(webhook)
 
 
 def delete_webhook(runtime: Runtime, webhook_id: str) -> Webhook:
-    require_webhook(runtime.state, webhook_id)
+    require_webhook(runtime.state.webhooks, webhook_id)
     webhook = runtime.state.remove_webhook(webhook_id)
     assert webhook is not None
     return webhook
@@ -73,12 +69,12 @@ def add_startup_webhook(runtime: Runtime, url: str) -> Webhook:
     that cannot fit, so a refusal here is a bug and fails loudly. In round-robin delivery
     mode the start-up webhooks are replicas behind one load balancer: not counted apart.
     """
-    existing = runtime.state.webhook_by_url(url)
+    existing = runtime.state.webhooks.by_url(url)
     if existing is not None:
         return existing
     enforce = not runtime.config.spread_startup_webhooks
     _admit(runtime, url, enforce_limits=enforce)
-    webhook = runtime.state.add_webhook(url, env_name=runtime.config.startup_env_name)
+    webhook = runtime.state.webhooks.add(url, env_name=runtime.config.startup_env_name)
     webhook.startup_pending = True
     subscribe_bot(runtime, webhook, enforce_limits=enforce)
     return webhook

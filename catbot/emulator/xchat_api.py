@@ -1,5 +1,7 @@
-"""X Chat as X plays it: the key directory, conversation keys, encrypted sends, `chat.*`
-deliveries, and the control route that makes an emulated user write to the bot.
+"""X Chat's routes as X plays them: the key directory, conversation keys, encrypted sends.
+
+The users' side (their apps, `chat.*` deliveries, `POST /_emulator/xchat`) is
+`catbot.emulator.xchat_friends`; what the emulator keeps is `catbot.emulator.state.xchat`.
 
 X routes, OAuth 1.0a user context checked like every other X route here (the chat routes'
 OpenAPI security: OAuth2UserToken or UserToken); the two public-key lookups also take the
@@ -21,14 +23,8 @@ app's bearer token, a read of public data:
   Its own allowance, apart from DMs and posts (`XCHAT_RATE_LIMIT` per `XCHAT_RATE_WINDOW`,
   X's `x-rate-limit-*` headers on every answer, a v2 429 problem once spent) and its own
   injected trouble (`xchat_*` faults: delay, 5xx, dropped connections, 429s, permanent 403
-  refusals; see `catbot.emulator.control`), counted in `/_emulator/stats` (`xchat_*`) and
+  refusals; see docs/emulator.md), counted in `/_emulator/stats` (`xchat_*`) and
   logged in `/_emulator/requests` as route `xchat`, with the DM sends' outcomes.
-
-Control route (not X): `POST /_emulator/xchat` `{"sender_id", "text", "sender_name"?,
-"created_timestamp"?}` → `{"event_id", "conversation_id", "sequence_id", "deliveries"}`, like
-`/_emulator/dm`; 409 while the bot has no registered X Chat key. `GET /_emulator/xchat` →
-`{"bot_key_version", "subscribed", "reason"}`: whether friends can write to the bot yet
-(the chat page's X Chat switch; also pushed as the `xchat` event when the bot registers).
 
 Refusals are X's v2 problems. Which status X gives a bad signature is not documented:
 xchat/troubleshooting says malformed action signatures get "an HTTP 400 problem-details
@@ -39,59 +35,59 @@ name in front (the names are X's SDK failure types: chat-xdk thrift/event.rs `Fa
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
-import json
 import logging
-import math
-import os
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from aiohttp import web
 
 from catbot.emulator import errors
 from catbot.emulator.access import authenticate
-from catbot.emulator.api_common import RATE_HEADERS, Refusal, invalid_request, json_object
+from catbot.emulator.api_common import (
+    RATE_HEADERS,
+    Refusal,
+    invalid_request,
+    json_object,
+    max_results,
+)
 from catbot.emulator.config import USER_ID_RE
-from catbot.emulator.control import PREFIX, ControlError, parse_incoming
-from catbot.emulator.delivery import DeliveryOutcome
 from catbot.emulator.errors import Style
-from catbot.emulator.faults import Faults
-from catbot.emulator.payloads import activity_data_envelope, encode
 from catbot.emulator.runtime import RUNTIME, Runtime
-from catbot.emulator.state import RateWindow, SignedBody, iso_timestamp, now_ms
+from catbot.emulator.state.budgets import RateWindow
+from catbot.emulator.state.common import iso_timestamp
+from catbot.emulator.state.xchat import ChatEvent, Conversation, XChatState
 from catbot.emulator.traffic import OUTCOME, drop_connection
 from catbot.emulator.xchat_events import (
     SIGNATURE_VERSION,
     EventSignature,
     KeyChange,
     MessageCreate,
-    MessageEvent,
     ThriftError,
     b64decode,
-    b64encode_unpadded,
     conversation_from_path,
-    conversation_id,
     message_detail,
     message_signature_payload,
+)
+from catbot.emulator.xchat_friends import (
+    add_key_change,
+    chat_event,
+    deliver_chat,
+    friend_learns_key,
+    friend_reads,
+    signature_json,
+    xchat_status,
 )
 from catbot.emulator.xchat_identity import (
     REGISTRATION_FIELDS,
     REQUIRED_FIELDS,
-    Friend,
-    KeyDirectory,
     PublicKeyRecord,
     WriteLimitReached,
     key_binding_holds,
-    new_friend,
     record_from_registration,
-    signing_entries,
     verify_signature,
 )
-from catbot.signing import sign_body
 
 log = logging.getLogger("catbot.emulator.xchat")
 
@@ -113,105 +109,16 @@ CONVERSATION_MESSAGES = "/2/chat/conversations/{conversation}/messages"
 # neither the DM nor the post allowance.
 XCHAT_RATE_LIMIT: Final = 200
 XCHAT_RATE_WINDOW: Final = 900.0
-# Under the "app:" prefix, which DM budget changes leave alone (see EmulatorState).
-_SEND_WINDOW_KEY: Final = "app:xchat-send"
+_SEND_WINDOW_KEY: Final = "xchat-send"
 
 MAX_IDS: Final = 100  # OpenAPI: the multi-user lookups take at most 100 ids
 MAX_EVENTS: Final = 100  # get-chat-conversation-events: max_results 1..100, default 10
 DEFAULT_EVENTS: Final = 10
 
-EventKind = Literal["message", "key_change"]
-
-
-# --- state -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChatEvent:
-    event: MessageEvent
-    encoded: str  # base64, as every route and delivery hands it out
-    kind: EventKind
-    conversation_key_version: str
-    signing_public_key: str
-    # A message's encoded_message_create_event exactly as sent: a retry with the same
-    # message id must carry the same bytes to be answered as the original.
-    create_raw: bytes = b""
-
-
-@dataclass
-class Conversation:
-    id: str  # "<min id>:<max id>"
-    members: tuple[str, str]
-    events: list[ChatEvent] = field(default_factory=list)
-    key_version: str | None = None
-    # Whose public key version the current conversation key was wrapped to.
-    key_recipients: dict[str, str] = field(default_factory=dict)
-
-    def latest_key_change(self) -> ChatEvent | None:
-        return next((e for e in reversed(self.events) if e.kind == "key_change"), None)
-
-    def message(self, message_id: str) -> ChatEvent | None:
-        return next(
-            (e for e in self.events if e.kind == "message" and e.event.message_id == message_id),
-            None,
-        )
-
-
-@dataclass
-class XChatState:
-    directory: KeyDirectory = field(default_factory=KeyDirectory)
-    friends: dict[str, Friend] = field(default_factory=dict)
-    conversations: dict[str, Conversation] = field(default_factory=dict)
-    # Keys `conversation_token`s: opaque to clients, checked when one is sent back.
-    token_secret: bytes = field(default_factory=lambda: os.urandom(32))
-
-    def friend(self, user_id: str) -> Friend:
-        friend = self.friends.get(user_id)
-        if friend is None:
-            friend = new_friend(user_id, self.directory)
-            self.friends[user_id] = friend
-        return friend
-
-    def conversation(self, a: str, b: str) -> Conversation:
-        cid = conversation_id(a, b)
-        conv = self.conversations.get(cid)
-        if conv is None:
-            low, high = cid.split(":")
-            conv = Conversation(cid, (low, high))
-            self.conversations[cid] = conv
-        return conv
-
-    def on_change(self, topic: str, data: dict[str, Any]) -> None:
-        """`/_emulator/reset` refills budgets: the key-write allowance is one. Keys and
-        conversation keys stay, as registrations and webhooks do."""
-        if topic == "reset":
-            self.directory.forget_writes()
-
-
-XCHAT = web.AppKey("catbot_emulator_xchat", XChatState)
-
 
 def _state(request: web.Request) -> tuple[Runtime, XChatState]:
-    return request.app[RUNTIME], request.app[XCHAT]
-
-
-# --- conversation tokens ---------------------------------------------------------------
-
-
-def _b64url(data: bytes) -> str:
-    return b64encode_unpadded(data).replace("+", "-").replace("/", "_")
-
-
-def conversation_token(xs: XChatState, conversation: str, user_id: str) -> str:
-    """X's `conversation_token` is an opaque JWT (event-payloads: "eyJhbGciOiJIUzI1NiJ9.
-    eyJyZXF1ZXN0aW5nVXN…"); this one has the same HS256 form, keyed by an emulator secret."""
-    header = _b64url(b'{"alg":"HS256"}')
-    claims = json.dumps(
-        {"requestingUserId": user_id, "conversationId": conversation}, separators=(",", ":")
-    )
-    body = _b64url(claims.encode())
-    mac = hmac.new(xs.token_secret, f"{header}.{body}".encode(), hashlib.sha256).digest()
-    return f"{header}.{body}.{_b64url(mac)}"
+    runtime = request.app[RUNTIME]
+    return runtime, runtime.state.xchat
 
 
 # --- refusals --------------------------------------------------------------------------
@@ -219,10 +126,6 @@ def conversation_token(xs: XChatState, conversation: str, user_id: str) -> str:
 
 def _invalid(reason: str, message: str) -> Refusal:
     return invalid_request(f"{reason}: {message}")
-
-
-def _not_found(message: str) -> Refusal:
-    return Refusal(404, errors.problem(404, "resource-not-found", "Not Found Error", message))
 
 
 def _forbidden(message: str) -> Refusal:
@@ -304,7 +207,7 @@ async def post_public_keys(request: web.Request) -> web.Response:
     assigned = xs.directory.new_version() if generate else version
     record = xs.directory.register(record_from_registration(user_id, assigned, keys))
     log.info("X Chat public key registered user=%s version=%s", user_id, record.version)
-    runtime.state.notify("xchat", xchat_status(runtime, xs))
+    runtime.state.feed.notify("xchat", xchat_status(runtime))
     return web.json_response(
         {
             "data": {
@@ -392,86 +295,6 @@ def _conversation_for(request: web.Request, runtime: Runtime, xs: XChatState) ->
     return xs.conversation(low, high)
 
 
-def _other(conv: Conversation, user_id: str) -> str:
-    return conv.members[1] if conv.members[0] == user_id else conv.members[0]
-
-
-def _add_key_change(
-    runtime: Runtime,
-    conv: Conversation,
-    *,
-    sender: PublicKeyRecord,
-    message_id: str,
-    change: KeyChange,
-    signature: EventSignature,
-) -> ChatEvent:
-    event = MessageEvent(
-        sequence_id=runtime.state.ids.next(),
-        message_id=message_id,
-        sender_id=sender.user_id,
-        conversation_id=conv.id,
-        created_at_msec=str(now_ms()),
-        detail=change.union,
-        signature=signature,
-    )
-    stored = ChatEvent(
-        event,
-        event.to_base64(),
-        "key_change",
-        change.conversation_key_version,
-        sender.signing_public_key,
-    )
-    conv.events.append(stored)
-    conv.key_version = change.conversation_key_version
-    conv.key_recipients = {user: version for user, _key, version in change.participants}
-    return stored
-
-
-def _friend_sets_key(
-    runtime: Runtime, conv: Conversation, friend: Friend, bot: PublicKeyRecord
-) -> ChatEvent:
-    """The friend's app makes a conversation key for it and the bot, as X's client does
-    before its first message to someone (x-api.md: prepare_conversation_key_change)."""
-    prepared = friend.chat.prepare_conversation_key_change(
-        [
-            {
-                "user_id": friend.user_id,
-                "public_key": friend.record.public_key,
-                "key_version": friend.record.version,
-            },
-            {"user_id": bot.user_id, "public_key": bot.public_key, "key_version": bot.version},
-        ],
-        conversation_id=conv.id,
-    )
-    action = prepared["action_signatures"][0]
-    change = KeyChange.decode(b64decode(str(action["encoded_message_event_detail"])))
-    friend.remember_key(
-        conv.id, str(prepared["conversation_key_version"]), bytes(prepared["conversation_key"])
-    )
-    return _add_key_change(
-        runtime,
-        conv,
-        sender=friend.record,
-        message_id=str(action["message_id"]),
-        change=change,
-        signature=EventSignature(
-            str(action["signature"]),
-            str(action["public_key_version"]),
-            str(action["signature_version"]),
-        ),
-    )
-
-
-def _needs_new_key(conv: Conversation, friend: Friend, bot: PublicKeyRecord) -> bool:
-    if conv.key_version is None or friend.key(conv.id, conv.key_version) is None:
-        return True
-    wrapped_to = conv.key_recipients
-    return (
-        wrapped_to.get(bot.user_id) != bot.version
-        or wrapped_to.get(friend.user_id) != friend.record.version
-    )
-
-
 _ACTION_FIELDS: Final = ("message_id", "encoded_message_event_detail", "message_event_signature")
 _KEYS_BODY: Final = (
     "conversation_key_version",
@@ -491,16 +314,18 @@ def _signature_from(data: Any, where: str) -> EventSignature:
     return EventSignature(values[0], values[1], version)
 
 
-async def post_conversation_keys(request: web.Request) -> web.Response:
-    await authenticate(request, V2, user=True)
-    runtime, xs = _state(request)
-    conv = _conversation_for(request, runtime, xs)
-    bot_id = runtime.state.bot_user_id
-    data = await json_object(request, empty_ok=False)
-    _reject_unknown(data, _KEYS_BODY, "body")
-    version = _string(data, "conversation_key_version")
-    if not version.isdigit():
-        raise invalid_request("body: `conversation_key_version` must be a digit string")
+def _registered_key(xs: XChatState, user_id: str, version: str) -> PublicKeyRecord:
+    """The public key version a signature names; an X Chat refusal when there is none."""
+    record = xs.directory.find(user_id, version)
+    if record is None:
+        raise _invalid(
+            "SignatureFailedToVerifyAgainstPublicKey",
+            f"user {user_id} has no public key version {version}",
+        )
+    return record
+
+
+def _participant_keys(data: dict[str, Any]) -> set[tuple[str, ...]]:
     participants = data.get("conversation_participant_keys")
     if not isinstance(participants, list) or not participants:
         raise invalid_request("body: `conversation_participant_keys` must be a non-empty list")
@@ -514,6 +339,11 @@ async def post_conversation_keys(request: web.Request) -> web.Response:
                 for name in ("user_id", "encrypted_conversation_key", "public_key_version")
             )
         )
+    return wanted
+
+
+def _key_change_action(data: dict[str, Any]) -> tuple[str, EventSignature, KeyChange]:
+    """The signed key change of `action_signatures`: its message id, signature and detail."""
     actions = data.get("action_signatures")
     # xchat/troubleshooting: a missing or malformed action signature is a 400.
     if not isinstance(actions, list) or len(actions) != 1 or not isinstance(actions[0], dict):
@@ -530,6 +360,12 @@ async def post_conversation_keys(request: web.Request) -> web.Response:
         change = KeyChange.decode(detail)
     except ThriftError as exc:
         raise _invalid("EmptyDetail", str(exc)) from None
+    return message_id, signature, change
+
+
+def _check_key_change(
+    conv: Conversation, version: str, wanted: set[tuple[str, ...]], change: KeyChange
+) -> None:
     # The server cannot open the key; it checks that what was signed is what was sent
     # (xchat/cryptography-primer, "Why the server cannot fully verify a key change").
     if change.conversation_key_version != version or set(change.participants) != wanted:
@@ -542,64 +378,43 @@ async def post_conversation_keys(request: web.Request) -> web.Response:
         raise invalid_request("the conversation key must be wrapped for both participants")
     if conv.key_version is not None and int(version) <= int(conv.key_version):
         raise _invalid("NonLatestCkeyVersion", f"the conversation key is at {conv.key_version}")
-    sender = xs.directory.find(bot_id, signature.public_key_version)
-    if sender is None:
-        raise _invalid(
-            "SignatureFailedToVerifyAgainstPublicKey",
-            f"user {bot_id} has no public key version {signature.public_key_version}",
-        )
-    stored = _add_key_change(
-        runtime, conv, sender=sender, message_id=message_id, change=change, signature=signature
+
+
+async def post_conversation_keys(request: web.Request) -> web.Response:
+    await authenticate(request, V2, user=True)
+    runtime, xs = _state(request)
+    conv = _conversation_for(request, runtime, xs)
+    bot_id = runtime.state.bot_user_id
+    data = await json_object(request, empty_ok=False)
+    _reject_unknown(data, _KEYS_BODY, "body")
+    version = _string(data, "conversation_key_version")
+    if not version.isdigit():
+        raise invalid_request("body: `conversation_key_version` must be a digit string")
+    wanted = _participant_keys(data)
+    message_id, signature, change = _key_change_action(data)
+    _check_key_change(conv, version, wanted, change)
+    sender = _registered_key(xs, bot_id, signature.public_key_version)
+    stored = add_key_change(
+        runtime.state,
+        conv,
+        sender=sender,
+        message_id=message_id,
+        change=change,
+        signature=signature,
     )
-    _friend_learns_key(xs, conv, stored, sender)
+    friend_learns_key(xs, conv, stored, sender)
     log.info("X Chat key change conversation=%s version=%s by the bot", conv.id, version)
     return web.json_response(
         {"data": {"conversation_id": conv.id, "sequence_id": stored.event.sequence_id}}
     )
 
 
-def _friend_learns_key(
-    xs: XChatState, conv: Conversation, stored: ChatEvent, sender: PublicKeyRecord
-) -> None:
-    """The friend's app verifies the bot's key change and keeps the key, or cannot (then the
-    bot's later messages show as unreadable, as they would on the friend's phone)."""
-    friend = xs.friend(_other(conv, sender.user_id))
-    try:
-        result = friend.chat.decrypt_events([stored.encoded], signing_entries([sender]))
-        verified = any(m["event"].get("verified") for m in result.get("messages", []))
-        keys = friend.chat.extract_conversation_keys([stored.encoded]) if verified else {}
-    except ValueError as exc:
-        log.warning("X Chat friend %s cannot use the key change: %s", friend.user_id, exc)
-        return
-    for version, key in dict(keys.get("keys", {})).items():
-        friend.remember_key(conv.id, str(version), bytes(key))
-
-
-def _signature_json(stored: ChatEvent) -> dict[str, str]:
-    sig = stored.event.signature
-    return {
-        "public_key_version": sig.public_key_version,
-        "signature": sig.signature,
-        "signature_version": sig.signature_version,
-        "signing_public_key": stored.signing_public_key,
-    }
-
-
-def _max_results(request: web.Request) -> int:
-    raw = request.query.get("max_results")
-    if raw is None:
-        return DEFAULT_EVENTS
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_EVENTS:
-        raise invalid_request(f"`max_results` must be a number between 1 and {MAX_EVENTS}")
-    return int(raw)
-
-
 async def get_conversation_events(request: web.Request) -> web.Response:
     await authenticate(request, V2, user=True)
     runtime, xs = _state(request)
     conv = _conversation_for(request, runtime, xs)
-    limit = _max_results(request)
-    messages = [e for e in reversed(conv.events) if e.kind == "message"]  # newest first
+    limit = max_results(request, default=DEFAULT_EVENTS, maximum=MAX_EVENTS)
+    messages = conv.messages_newest_first()
     token = request.query.get("pagination_token")
     if token is not None:
         # The token is the sequence id of the last event handed out: the page goes on below.
@@ -615,8 +430,8 @@ async def get_conversation_events(request: web.Request) -> web.Response:
             "sender_id": e.event.sender_id,
             "created_at": iso_timestamp(int(e.event.created_at_msec) / 1000),
             "encoded_event": e.encoded,
-            "conversation_token": conversation_token(xs, conv.id, bot),
-            "message_event_signature": _signature_json(e),
+            "conversation_token": xs.conversation_token(conv.id, bot),
+            "message_event_signature": signature_json(e),
         }
         for e in page
     ]
@@ -624,7 +439,7 @@ async def get_conversation_events(request: web.Request) -> web.Response:
         "result_count": len(page),
         "has_more": bool(rest),
         # Every key change, oldest first: any page may need any of them to decrypt.
-        "conversation_key_events": [e.encoded for e in conv.events if e.kind == "key_change"],
+        "conversation_key_events": [e.encoded for e in conv.key_changes()],
     }
     if rest:
         meta["next_token"] = page[-1].event.sequence_id
@@ -648,7 +463,7 @@ _SEND_BODY: Final = (
 def _check_token(xs: XChatState, conv: Conversation, bot: str, token: Any) -> None:
     if token is None:
         return
-    expected = conversation_token(xs, conv.id, bot)
+    expected = xs.conversation_token(conv.id, bot)
     if not isinstance(token, str) or not hmac.compare_digest(token, expected):
         raise invalid_request("`conversation_token` is not this conversation's token")
 
@@ -659,42 +474,7 @@ def _send_window(runtime: Runtime) -> RateWindow:
     faults = runtime.state.faults
     limit = faults.xchat_budget_limit or XCHAT_RATE_LIMIT
     seconds = faults.xchat_budget_window or XCHAT_RATE_WINDOW
-    windows = runtime.state.rate_windows
-    window = windows.get(_SEND_WINDOW_KEY)
-    if window is None or (window.limit, window.window) != (limit, seconds):
-        # A changed budget starts a fresh window, as a changed DM budget does.
-        window = RateWindow(limit, seconds)
-        windows[_SEND_WINDOW_KEY] = window
-    return window
-
-
-def _injected_rate_limit(faults: Faults, limit: int, now: float) -> dict[str, str] | None:
-    """Headers of an injected 429 (empty when it carries none), or None for no 429."""
-    until = faults.xchat_rate_limit_until
-    if until is not None and now < until:
-        reset: float | None = until
-    elif faults.xchat_rate_limit_next > 0:
-        faults.xchat_rate_limit_next -= 1
-        reset = None
-    else:
-        return None
-    if faults.xchat_rate_limit_reset_in is None:
-        return {}
-    if reset is None:
-        reset = now + faults.xchat_rate_limit_reset_in
-    return {
-        "x-rate-limit-limit": str(limit),
-        "x-rate-limit-remaining": "0",
-        "x-rate-limit-reset": str(math.ceil(reset)),
-    }
-
-
-def _injected_failure(faults: Faults, now: float) -> bool:
-    if faults.xchat_fail_next > 0:
-        faults.xchat_fail_next -= 1
-        return True
-    until = faults.xchat_fail_until
-    return until is not None and now < until
+    return runtime.state.budgets.named(_SEND_WINDOW_KEY, limit, seconds)
 
 
 def _refused(request: web.Request, runtime: Runtime, outcome: str, refusal: Refusal) -> Refusal:
@@ -707,6 +487,49 @@ def _refused(request: web.Request, runtime: Runtime, outcome: str, refusal: Refu
         stats.xchat_forbidden += 1
     request[OUTCOME] = outcome
     return refusal
+
+
+async def _admit_send(request: web.Request, runtime: Runtime, window: RateWindow) -> None:
+    """Authentication, injected latency and the send allowance (an injected 429, then the
+    real budget, spent by every authenticated call); a Refusal when any of them says no."""
+    faults = runtime.state.faults
+    try:
+        await authenticate(request, V2, user=True)
+    except Refusal as refusal:
+        request[RATE_HEADERS] = window.peek(time.time()).headers()
+        raise _refused(request, runtime, "unauthorized", refusal) from None
+
+    if faults.xchat_delay_seconds > 0:
+        await asyncio.sleep(faults.xchat_delay_seconds)
+
+    now = time.time()
+    injected = faults.injected_rate_limit("xchat", window.limit, now)
+    if injected is not None:
+        request[RATE_HEADERS] = injected
+        log.info("X Chat send answered 429 (injected)")
+        raise _refused(request, runtime, "rate_limited", Refusal.of(errors.rate_limited(), V2))
+    verdict = window.consume(now)
+    request[RATE_HEADERS] = verdict.headers()
+    if not verdict.allowed:
+        log.info("X Chat send answered 429 (budget of %d spent)", verdict.limit)
+        raise _refused(request, runtime, "rate_limited", Refusal.of(errors.rate_limited(), V2))
+
+
+def _injected_refusal(request: web.Request, runtime: Runtime, conv: Conversation) -> None:
+    """An injected 5xx, or a permanent refusal of sends to this friend."""
+    faults = runtime.state.faults
+    if faults.injected_failure("xchat", time.time()):
+        log.info("X Chat send answered %d (injected)", faults.xchat_fail_status)
+        raise _refused(
+            request,
+            runtime,
+            "failed",
+            Refusal.of(errors.injected_failure(faults.xchat_fail_status), V2),
+        )
+    friend_id = conv.other(runtime.state.bot_user_id)
+    if friend_id in faults.xchat_forbidden_recipients:
+        log.info("X Chat send to %s forbidden (injected)", friend_id)
+        raise _refused(request, runtime, "forbidden", Refusal.of(errors.cannot_send(349), V2))
 
 
 async def post_message(request: web.Request) -> web.StreamResponse:
@@ -725,52 +548,19 @@ async def post_message(request: web.Request) -> web.StreamResponse:
         log.info("X Chat send connection dropped (injected)")
         return drop_connection(request)
 
-    try:
-        await authenticate(request, V2, user=True)
-    except Refusal as refusal:
-        request[RATE_HEADERS] = window.peek(time.time()).headers()
-        raise _refused(request, runtime, "unauthorized", refusal) from None
-
-    if faults.xchat_delay_seconds > 0:
-        await asyncio.sleep(faults.xchat_delay_seconds)
-
-    now = time.time()
-    injected = _injected_rate_limit(faults, window.limit, now)
-    if injected is not None:
-        request[RATE_HEADERS] = injected
-        log.info("X Chat send answered 429 (injected)")
-        raise _refused(request, runtime, "rate_limited", Refusal.of(errors.rate_limited(), V2))
-    verdict = window.consume(now)
-    request[RATE_HEADERS] = verdict.headers()
-    if not verdict.allowed:
-        log.info("X Chat send answered 429 (budget of %d spent)", verdict.limit)
-        raise _refused(request, runtime, "rate_limited", Refusal.of(errors.rate_limited(), V2))
-
+    await _admit_send(request, runtime, window)
     try:
         conv = _conversation_for(request, runtime, xs)
         stored, repeat = await _accept_message(request, runtime, xs, conv)
     except Refusal as refusal:
         raise _refused(request, runtime, "invalid", refusal) from None
-
-    if _injected_failure(faults, time.time()):
-        log.info("X Chat send answered %d (injected)", faults.xchat_fail_status)
-        raise _refused(
-            request,
-            runtime,
-            "failed",
-            Refusal.of(errors.injected_failure(faults.xchat_fail_status), V2),
-        )
-    bot = state.bot_user_id
-    friend_id = _other(conv, bot)
-    if friend_id in faults.xchat_forbidden_recipients:
-        log.info("X Chat send to %s forbidden (injected)", friend_id)
-        raise _refused(request, runtime, "forbidden", Refusal.of(errors.cannot_send(349), V2))
+    _injected_refusal(request, runtime, conv)
 
     state.stats.xchat_sent += 1
     request[OUTCOME] = "sent"
     if not repeat:
-        _record_sent(runtime, xs, conv, stored)
-    return _sent(stored)
+        _record_sent(runtime, conv, stored)
+    return web.json_response({"data": {"encoded_message_event": stored.encoded}}, status=201)
 
 
 async def _accept_message(
@@ -806,42 +596,32 @@ async def _accept_message(
         signature = EventSignature.decode(signature_raw)
     except ThriftError as exc:
         raise _invalid("EmptyDetail", str(exc)) from None
-    _verify_message(xs, conv, bot, message_id, create, signature)
-    sender = xs.directory.find(bot, signature.public_key_version)
-    assert sender is not None  # _verify_message found it
-    event = MessageEvent(
-        sequence_id=runtime.state.ids.next(),
+    sender = _verify_message(xs, conv, bot, message_id, create, signature)
+    stored = chat_event(
+        runtime.state,
+        conv,
+        kind="message",
+        sender=sender,
         message_id=message_id,
-        sender_id=bot,
-        conversation_id=conv.id,
-        created_at_msec=str(now_ms()),
+        key_version=create.conversation_key_version,
         detail=message_detail(create),
         signature=signature,
-    )
-    stored = ChatEvent(
-        event,
-        event.to_base64(),
-        "message",
-        create.conversation_key_version,
-        sender.signing_public_key,
-        create_raw,
+        create_raw=create_raw,
     )
     return stored, False
 
 
-def _record_sent(
-    runtime: Runtime, xs: XChatState, conv: Conversation, stored: ChatEvent
-) -> None:
+def _record_sent(runtime: Runtime, conv: Conversation, stored: ChatEvent) -> None:
     """X keeps the message, the friend's app reads it, and chat.sent goes out."""
-    bot = runtime.state.bot_user_id
-    sender = xs.directory.find(bot, stored.event.signature.public_key_version)
-    assert sender is not None  # verified against it a moment ago
+    state = runtime.state
+    bot = state.bot_user_id
+    sender = _registered_key(state.xchat, bot, stored.event.signature.public_key_version)
     conv.events.append(stored)
-    friend_id = _other(conv, bot)
-    text = _friend_reads(xs.friend(friend_id), conv, stored, sender)
-    runtime.state.ensure_user(friend_id)
+    friend_id = conv.other(bot)
+    text = friend_reads(state.xchat.friend(friend_id), conv, stored, sender)
+    state.users.ensure(friend_id)
     message_id = stored.event.message_id
-    runtime.state.record_message(
+    state.messages.record(
         sender_id=bot,
         recipient_id=friend_id,
         text=text,
@@ -853,12 +633,8 @@ def _record_sent(
     log.info("X Chat message sent event=%s conversation=%s", message_id, conv.id)
     # Like X, the sender's own message comes back to its chat.sent subscriptions.
     runtime.tasks.spawn(
-        deliver_chat(runtime, xs, "chat.sent", bot, conv, stored), name=f"chat-sent-{message_id}"
+        deliver_chat(runtime, "chat.sent", bot, conv, stored), name=f"chat-sent-{message_id}"
     )
-
-
-def _sent(stored: ChatEvent) -> web.Response:
-    return web.json_response({"data": {"encoded_message_event": stored.encoded}}, status=201)
 
 
 def _verify_message(
@@ -868,9 +644,10 @@ def _verify_message(
     message_id: str,
     create: MessageCreate,
     signature: EventSignature,
-) -> None:
+) -> PublicKeyRecord:
     """X's own check of a send: signed by the sender's registered signing key, over this
-    message id, sender, conversation, key version and ciphertext, under the current key."""
+    message id, sender, conversation, key version and ciphertext, under the current key.
+    The key it verified against."""
     if signature.signature_version != SIGNATURE_VERSION:
         raise _invalid(
             "InvalidSignatureVersion",
@@ -885,12 +662,7 @@ def _verify_message(
             f"encrypted under key {create.conversation_key_version}, the conversation's key "
             f"is {conv.key_version}",
         )
-    record = xs.directory.find(bot, signature.public_key_version)
-    if record is None:
-        raise _invalid(
-            "SignatureFailedToVerifyAgainstPublicKey",
-            f"user {bot} has no public key version {signature.public_key_version}",
-        )
+    record = _registered_key(xs, bot, signature.public_key_version)
     payload = message_signature_payload(
         message_id, bot, conv.id, create.conversation_key_version, create.ciphertext
     )
@@ -903,194 +675,10 @@ def _verify_message(
             "InvalidSenderSignature",
             "the message signature does not verify against the sender's signing key",
         )
-
-
-def _friend_reads(
-    friend: Friend, conv: Conversation, stored: ChatEvent, sender: PublicKeyRecord
-) -> str:
-    """The text as the friend's app shows it, decrypted and verified like any X Chat client."""
-    version = stored.conversation_key_version
-    key = friend.key(conv.id, version)
-    if key is None:
-        return f"(cannot decrypt: no conversation key {version})"
-    try:
-        event = friend.chat.decrypt_event(stored.encoded, {version: key}, signing_entries([sender]))
-    except ValueError as exc:
-        log.warning(
-            "X Chat friend %s cannot read %s: %s", friend.user_id, stored.event.message_id, exc
-        )
-        return "(cannot decrypt)"
-    content = event.get("content") or {}
-    if event.get("type") != "Message" or not isinstance(content.get("text"), str):
-        return f"({event.get('type', 'unknown')} event)"
-    text: str = content["text"]
-    return text
-
-
-# --- deliveries ------------------------------------------------------------------------
-
-
-def chat_payload(
-    xs: XChatState, conv: Conversation, stored: ChatEvent, for_user: str
-) -> dict[str, Any]:
-    """`payload` of `chat.received` / `chat.sent`, field for field as X's example
-    (x-api/activity/event-payloads, "Chat events"). Its `id` is a UUID there; the client's
-    message id is one, so it stands in (X does not say what its `id` is). The latest key
-    change rides along every time, as in both documented examples."""
-    payload: dict[str, Any] = {
-        "conversation_token": conversation_token(xs, conv.id, for_user),
-        "id": stored.event.message_id,
-        "created_at_msec": stored.event.created_at_msec,
-        "sender_id": stored.event.sender_id,
-        "conversation_id": conv.id,
-        "conversation_key_version": stored.conversation_key_version,
-        "encoded_event": stored.encoded,
-    }
-    key_change = conv.latest_key_change()
-    if key_change is not None:
-        payload["conversation_key_change_event"] = key_change.encoded
-    payload["message_event_signature"] = _signature_json(stored)
-    return payload
-
-
-async def deliver_chat(
-    runtime: Runtime,
-    xs: XChatState,
-    event_type: str,
-    user_id: str,
-    conv: Conversation,
-    stored: ChatEvent,
-) -> list[DeliveryOutcome]:
-    """One signed X Activity API delivery per matching subscription with a webhook, through
-    the same pipeline (spreading, faults, redelivery) as every other delivery."""
-    state = runtime.state
-    event_id = stored.event.message_id
-    bodies = []
-    for sub in list(state.subscriptions.values()):
-        if sub.kind != "activity" or sub.webhook_id is None:
-            continue
-        if (sub.event_type, sub.user_id) != (event_type, user_id):
-            continue
-        # The X Activity API envelope every event type shares (event_uuid as X's chat
-        # examples show it too: a signed 64-bit decimal, "8511582263942905822").
-        body = encode(activity_data_envelope(sub, chat_payload(xs, conv, stored, user_id)))
-        bodies.append(
-            SignedBody(
-                sub.webhook_id,
-                body,
-                sign_body(runtime.config.consumer_secret, body),
-                f"activity:{event_type}:{user_id}:{event_id}",
-                (event_id,),
-            )
-        )
-    state.remember_bodies(bodies)
-    return await runtime.pipeline.deliver(bodies, [event_id])
-
-
-# --- control: a user writes to the bot -------------------------------------------------
-
-
-def no_key_reason(bot_user_id: str) -> str:
-    """Why nobody can write to the bot on X Chat yet (the 409 of `POST /_emulator/xchat`)."""
-    return (
-        f"the bot ({bot_user_id}) has no X Chat public key yet: register one with "
-        f"POST /2/users/{bot_user_id}/public_keys (`catbot xchat register`)"
-    )
-
-
-def xchat_status(runtime: Runtime, xs: XChatState) -> dict[str, Any]:
-    """Whether friends can write to the bot on X Chat, for the chat page: the bot's current
-    key version (null: none registered, and `reason` says what to do) and whether any webhook
-    is subscribed to the bot's `chat.received` (else nobody hears the messages)."""
-    state = runtime.state
-    bot = state.bot_user_id
-    record = xs.directory.latest(bot)
-    subscribed = any(
-        (s.kind, s.event_type, s.user_id) == ("activity", "chat.received", bot)
-        and s.webhook_id is not None
-        for s in state.subscriptions.values()
-    )
-    return {
-        "bot_key_version": record.version if record is not None else None,
-        "subscribed": subscribed,
-        "reason": None if record is not None else no_key_reason(bot),
-    }
-
-
-async def get_xchat(request: web.Request) -> web.Response:
-    runtime, xs = _state(request)
-    return web.json_response(xchat_status(runtime, xs))
-
-
-async def post_xchat(request: web.Request) -> web.Response:
-    runtime, xs = _state(request)
-    state = runtime.state
-    raw = await request.read()
-    try:
-        data = json.loads(raw) if raw.strip() else {}
-    except ValueError as exc:
-        raise ControlError(f"body is not valid JSON: {exc}") from None
-    incoming = parse_incoming(data, state.bot_user_id, runtime.config.max_text_length)
-    bot = xs.directory.latest(state.bot_user_id)
-    if bot is None:
-        raise ControlError(no_key_reason(state.bot_user_id), status=409)
-    friend = xs.friend(incoming.sender_id)
-    state.ensure_user(incoming.sender_id, incoming.sender_name)
-    conv = xs.conversation(incoming.sender_id, bot.user_id)
-    if _needs_new_key(conv, friend, bot):
-        _friend_sets_key(runtime, conv, friend, bot)
-    assert conv.key_version is not None
-    key = friend.key(conv.id, conv.key_version)
-    assert key is not None
-    sent = friend.chat.encrypt_message(
-        conv.id, incoming.text, conversation_key=key, conversation_key_version=conv.key_version
-    )
-    create = MessageCreate.decode(b64decode(sent.encrypted_content))
-    created = incoming.created_timestamp or str(now_ms())
-    event = MessageEvent(
-        sequence_id=state.ids.next(),
-        message_id=sent.message_id,
-        sender_id=friend.user_id,
-        conversation_id=conv.id,
-        created_at_msec=created,
-        detail=message_detail(create),
-        signature=EventSignature.decode(b64decode(sent.encoded_event_signature)),
-    )
-    stored = ChatEvent(
-        event,
-        event.to_base64(),
-        "message",
-        conv.key_version,
-        friend.record.signing_public_key,
-        create.raw,
-    )
-    conv.events.append(stored)
-    state.stats.events_received += 1
-    state.stats.xchat_received += 1
-    message = state.record_message(
-        sender_id=friend.user_id,
-        recipient_id=bot.user_id,
-        text=incoming.text,
-        direction="in",
-        created_timestamp=created,
-        channel="xchat",
-        message_id=sent.message_id,
-    )
-    outcomes = await deliver_chat(runtime, xs, "chat.received", bot.user_id, conv, stored)
-    return web.json_response(
-        {
-            "event_id": message.id,
-            "conversation_id": conv.id,
-            "sequence_id": event.sequence_id,
-            "deliveries": [o.to_json() for o in outcomes],
-        }
-    )
+    return record
 
 
 def add_routes(app: web.Application) -> None:
-    xs = XChatState()
-    app[XCHAT] = xs
-    app[RUNTIME].state.listeners.append(xs.on_change)
     r = app.router
     r.add_post(USER_PUBLIC_KEYS, post_public_keys)
     r.add_get(USER_PUBLIC_KEYS, get_public_keys)
@@ -1098,5 +686,3 @@ def add_routes(app: web.Application) -> None:
     r.add_post(CONVERSATION_KEYS, post_conversation_keys)
     r.add_get(CONVERSATION_EVENTS, get_conversation_events)
     r.add_post(CONVERSATION_MESSAGES, post_message)
-    r.add_post(f"{PREFIX}/xchat", post_xchat)
-    r.add_get(f"{PREFIX}/xchat", get_xchat)
