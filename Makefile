@@ -40,7 +40,7 @@ emulator: install
 	$(BIN)/catbot emulator
 
 lint: install
-	$(BIN)/ruff check catbot tests bench
+	$(BIN)/ruff check catbot tests bench testkit
 	$(BIN)/mypy --strict catbot
 
 # The Redis store's tests start their own redis-server (a real one, on a free loopback port).
@@ -73,7 +73,7 @@ test: lint redis-server chromium
 	$(BIN)/pytest
 
 format: install
-	$(BIN)/ruff check --fix catbot tests bench
+	$(BIN)/ruff check --fix catbot tests bench testkit
 	$(BIN)/ruff format catbot tests
 
 clean:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import load, run
-from tests.harness import Daemon, Emulator
+from testkit.processes import Daemon, Emulator
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from catbot.signing import SIGNATURE_HEADER, sign_body
-from tests.harness import BOT_ID
+from testkit.processes import BOT_ID
 
 ENTITIES: dict[str, list[object]] = {"hashtags": [], "symbols": [], "user_mentions": [], "urls": []}
 

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import load, xchat_cost, xshaped
-from tests.harness import CREDENTIALS, Daemon, Emulator, free_port, http, wait_for
+from testkit.processes import CREDENTIALS, Daemon, Emulator, free_port, http, wait_for
 
 HERE = Path(__file__).resolve().parent
 SECRET = CREDENTIALS["CATBOT_X_CONSUMER_SECRET"]
@@ -219,7 +219,7 @@ class Bench:
         d.stop()
 
         if shutil.which("redis-server") and not a.no_redis:
-            from tests.redis_server import RedisServer
+            from testkit.redis_server import RedisServer
 
             server = RedisServer(self.tmp / "redis", appendfsync=a.redis_appendfsync).start()
             try:

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from tests.harness import BOT_ID, Daemon, Emulator, free_port, http, wait_for
+from testkit.processes import BOT_ID, Daemon, Emulator, free_port, http, wait_for
 
 SOAK_ENV = {
     "CATBOT_WORKERS": "4",

@@ -3,7 +3,7 @@
 `python -m bench.xchat_cost [--samples N] [--json out.json]`, or as the `xchat_cost`
 section of `make bench` (bench/run.py). In-process, one thread, the daemon's own code:
 
-- the friend is a real chatxdk identity (tests/xchat_builders.py) writing to the bot, and
+- the friend is a real chatxdk identity (testkit/xchat_builders.py) writing to the bot, and
   each delivery is the `chat.received` body X sends (the server-built `encoded_event`
   around the friend's client payload, in X's documented envelope);
 - the bot is `catbot.xchat.crypto.XChatCrypto`, as the outbox uses it: `decrypt` (the
@@ -53,7 +53,7 @@ from catbot.webhook.signature import SignatureVerifier
 from catbot.xchat.crypto import XChatCrypto
 from catbot.xchat.identity import generate_identity, load_identity
 from catbot.xchat.wire import ChatReceived, parse_chat_received
-from tests.xchat_builders import Friend, chat_received
+from testkit.xchat_builders import Friend, chat_received
 
 BOT_ID = "1000"
 FRIEND_ID = "2244994945"

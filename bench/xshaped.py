@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from catbot.signing import sign_body
-from tests.harness import BOT_ID
+from testkit.processes import BOT_ID
 
 SHAPES = ("aaa", "xaa")
 

@@ -1,5 +1,5 @@
 import sys
 
-from catbot.cli import main
+from catbot.commands.cli import main
 
 sys.exit(main())

@@ -28,8 +28,16 @@ from catbot.facts import CorpusSource, FactSource, RemoteSource
 from catbot.logs import AccessLog, ServerErrorLog, get_logger
 from catbot.observability import Health, Metrics, internal_app
 from catbot.outbox import Outbox, OutboxSettings
-from catbot.outbox_xchat import XChatSide
-from catbot.ratelimit import DM, POST, XCHAT, Allowance, RateGate, SendBudget, SharedSendBudget
+from catbot.outbox.ratelimit import (
+    DM,
+    POST,
+    XCHAT,
+    Allowance,
+    RateGate,
+    SendBudget,
+    SharedSendBudget,
+)
+from catbot.outbox.xchat import XChatSide
 from catbot.store import Store, create_store
 from catbot.webhook.routes import WebhookHandler, WebhookPolicy, add_routes
 from catbot.webhook.signature import SignatureVerifier

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from catbot.facts import load_corpus
-from tests.harness import CREDENTIALS, Daemon, Emulator, clean_env, free_port, http, wait_for
+from testkit.processes import CREDENTIALS, Daemon, Emulator, clean_env, free_port, http, wait_for
 
 FRIEND = "777"
 ENV_NAME = "catbotenv"

@@ -20,10 +20,10 @@ import pytest
 
 from catbot.app import Daemon as AppDaemon
 from catbot.config import load_settings
-from catbot.ratelimit import DM, POST, WaitTooLong
+from catbot.outbox.ratelimit import DM, POST, WaitTooLong
 from catbot.x.dm import Credentials, tweepy_client
-from tests.harness import CREDENTIALS, BotAndX, Daemon, Emulator, free_port, wait_for
-from tests.redis_server import RedisServer
+from testkit.processes import CREDENTIALS, BotAndX, Daemon, Emulator, free_port, wait_for
+from testkit.redis_server import RedisServer
 
 WORKERS = 2
 # More mentions than workers: a worker held by each would leave none for the DM.

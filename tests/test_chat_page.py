@@ -31,7 +31,7 @@ from catbot.x.dm import Credentials, tweepy_client
 from catbot.xchat.client import XChatClient
 from catbot.xchat.crypto import SendPayload
 from catbot.xchat.identity import BotIdentity, generate_identity, load_identity
-from tests.harness import BOT_ID, CREDENTIALS, BotAndX, Daemon, Emulator, free_port, http
+from testkit.processes import BOT_ID, CREDENTIALS, BotAndX, Daemon, Emulator, free_port, http
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -9,9 +9,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from catbot.demo import FRIEND_ID, SCRIPT, XCHAT_MARK, Conversation, demo_world, run_script
+from catbot.commands.demo import FRIEND_ID, SCRIPT, XCHAT_MARK, Conversation, demo_world, run_script
 from catbot.facts import load_corpus
-from tests.harness import CREDENTIALS, clean_env
+from testkit.processes import CREDENTIALS, clean_env
 
 
 def catbot(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0,

@@ -26,11 +26,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from catbot.cli import build_parser
+from catbot.commands.cli import build_parser
 from catbot.config import Settings, load_settings
 from catbot.observability import Metrics
 from catbot.store import create_store
-from tests.harness import CREDENTIALS, Daemon, Emulator, free_port, http, wait_for
+from testkit.processes import CREDENTIALS, Daemon, Emulator, free_port, http, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"

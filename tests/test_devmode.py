@@ -22,8 +22,7 @@ from typing import Any
 import pytest
 
 from catbot.app import credentials_from
-from catbot.config import ConfigError, load_settings
-from catbot.devmode import (
+from catbot.commands.devmode import (
     READY,
     STATE_FILE_NAME,
     DevMode,
@@ -33,9 +32,10 @@ from catbot.devmode import (
     _pid_alive,
     dev_settings,
 )
-from catbot.registration import RegistrationError
+from catbot.config import ConfigError, load_settings
 from catbot.x.management import XApiError
-from tests.harness import (
+from catbot.x.registration import RegistrationError
+from testkit.processes import (
     BOT_ID,
     CREDENTIALS,
     Emulator,

@@ -17,7 +17,7 @@ import pytest
 
 from catbot.brain import HELP_TEXT, START_TEXT, STOP_TEXT
 from catbot.facts import load_corpus
-from tests.harness import (
+from testkit.processes import (
     BOT_ID,
     CREDENTIALS,
     BotAndX,

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import (
+from testkit.processes import (
     BOT_ID,
     CREDENTIALS,
     WEBHOOK_PATH,

@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from tests.harness import (
+from testkit.processes import (
     BOT_ID,
     CREDENTIALS,
     WEBHOOK_PATH,

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import CREDENTIALS, Emulator, free_port, http, parse_metrics, wait_for
+from testkit.processes import CREDENTIALS, Emulator, free_port, http, parse_metrics, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PODMAN = ROOT / "deploy" / "image" / "podman.sh"

@@ -39,7 +39,7 @@ from catbot.brain import (
 from catbot.config import ConfigError, load_settings
 from catbot.facts import CorpusSource, load_corpus, pick_unseen
 from catbot.facts.corpus import CORPUS_FILES, fact_id
-from tests.harness import BotAndX, Daemon, Emulator, free_port, wait_for
+from testkit.processes import BotAndX, Daemon, Emulator, free_port, wait_for
 
 NOON = datetime(2025, 6, 15, 12, 0, tzinfo=UTC).timestamp()
 AUTO = Policy.build(cooldown_seconds=0.0, daily_cap=10_000, trigger=None, reply_suffix="")

@@ -12,9 +12,9 @@ from twitter_text import parse_tweet
 from catbot.brain import HELP_TEXT
 from catbot.facts import load_corpus
 from catbot.models import InboundDM
-from catbot.outbox import strip_mentions
+from catbot.outbox.worker import strip_mentions
 from catbot.webhook.events import parse_delivery
-from tests.harness import BotAndX, Daemon, Emulator, free_port, wait_for
+from testkit.processes import BotAndX, Daemon, Emulator, free_port, wait_for
 
 BOT = "1000"
 CORPUS = {fact.text for fact in load_corpus()}

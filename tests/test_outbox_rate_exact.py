@@ -31,9 +31,9 @@ from catbot.brain import Policy
 from catbot.models import InboundDM
 from catbot.observability import Metrics
 from catbot.outbox import Outbox, OutboxSettings
-from catbot.ratelimit import DM, POST, Allowance, RateGate, SendBudget, WaitTooLong
+from catbot.outbox.ratelimit import DM, POST, Allowance, RateGate, SendBudget, WaitTooLong
 from catbot.x.dm import RateLimited, SentDM, TransientSendError
-from tests.harness import BOT_ID, BotAndX, Daemon, Emulator, free_port, wait_for
+from testkit.processes import BOT_ID, BotAndX, Daemon, Emulator, free_port, wait_for
 
 # A virtual clock ---------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from catbot.ratelimit import RateGate, SendBudget, SharedSendBudget, WaitTooLong
+from catbot.outbox.ratelimit import RateGate, SendBudget, SharedSendBudget, WaitTooLong
 
 
 class FakeClock:

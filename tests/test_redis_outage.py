@@ -19,8 +19,8 @@ import redis
 from catbot.models import InboundDM
 from catbot.store import StoreError
 from catbot.store.redis import RedisStore
-from tests.harness import BOT_ID, BotAndX, Daemon, Emulator, free_port, http, wait_for
-from tests.redis_server import RedisServer
+from testkit.processes import BOT_ID, BotAndX, Daemon, Emulator, free_port, http, wait_for
+from testkit.redis_server import RedisServer
 from tests.test_e2e import dm_payload, sign
 
 T0 = time.time()

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from catbot.registration import RegistrationError, ensure_webhook, is_tunnel_url
 from catbot.x.management import Subscription, Webhook, XApiError
+from catbot.x.registration import RegistrationError, ensure_webhook, is_tunnel_url
 
 
 @dataclass

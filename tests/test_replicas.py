@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness import BOT_ID, Daemon, Emulator, free_port, wait_for
-from tests.redis_server import RedisServer
+from testkit.processes import BOT_ID, Daemon, Emulator, free_port, wait_for
+from testkit.redis_server import RedisServer
 
 FAST_ENV = {
     "CATBOT_LOG_LEVEL": "INFO",

@@ -33,7 +33,7 @@ from urllib.parse import urlencode
 import pytest
 import yaml
 
-from tests.harness import (
+from testkit.processes import (
     BOT_ID,
     CREDENTIALS,
     WEBHOOK_PATH,

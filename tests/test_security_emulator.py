@@ -30,9 +30,9 @@ from yarl import URL
 
 from catbot.emulator import RunningEmulator, config_from_env
 from catbot.emulator.config import BUILT_IN_CREDENTIALS, ConfigError
+from testkit.processes import clean_env, free_port
+from testkit.processes import http as http_call
 from tests.emulator_fixtures import ENV, SECRET, EmulatorFactory, Receiver, ReceiverFactory
-from tests.harness import clean_env, free_port
-from tests.harness import http as http_call
 
 FOREIGN_HOST = "attacker.example"
 REBOUND_HOST = "rebind.test"

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from tests.harness import Emulator, free_port, wait_for
+from testkit.processes import Emulator, free_port, wait_for
 from tests.test_chat_page import CHROMIUM, CHROMIUM_ARGS
 
 REBOUND_HOST = "rebind.test"

@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestServer
 from catbot.config import ConfigError, load_settings
 from catbot.facts import CorpusSource, Fact, RemoteSource
 from catbot.facts.remote import MAX_BODY_BYTES
-from tests.harness import CREDENTIALS, clean_env, free_port
+from testkit.processes import CREDENTIALS, clean_env, free_port
 
 MIB = 1024 * 1024
 HOSTILE_BYTES = 300 * MIB

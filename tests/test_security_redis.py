@@ -35,8 +35,8 @@ from redis.retry import Retry
 from catbot.models import InboundDM
 from catbot.store.base import StoreError
 from catbot.store.redis import RedisStore
-from tests.harness import Daemon, free_port, http, wait_for
-from tests.redis_server import redis_server_binary
+from testkit.processes import Daemon, free_port, http, wait_for
+from testkit.redis_server import redis_server_binary
 
 HA = Path(__file__).resolve().parents[1] / "deploy" / "k8s" / "overlays" / "ha"
 

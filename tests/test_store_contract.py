@@ -7,7 +7,7 @@ by design, one test checks each side of the difference, chosen by `store.single_
 (one owning process, SQLite) or by how event ids are forgotten (`prune` vs expiry).
 
 The Redis runs use a real `redis-server` started by this module on a free loopback port
-(tests/redis_server.py); each test gets its own key prefix.
+(testkit/redis_server.py); each test gets its own key prefix.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from catbot.models import DeadLetter, InboundDM, Job
 from catbot.store import Store, StoreError, create_store
 from catbot.store.redis import RedisStore
 from catbot.store.sqlite import SQLiteStore
-from tests.harness import free_port
-from tests.redis_server import RedisServer
+from testkit.processes import free_port
+from testkit.redis_server import RedisServer
 
 T0 = 1_750_000_000.0
 LEASE = 30.0
@@ -1114,7 +1114,7 @@ async def test_redis_prune_forgets_finished_consumers_only(
 async def test_shared_send_budget_waits_for_room_in_redis(
     redis_pair: tuple[RedisStore, RedisStore],
 ) -> None:
-    from catbot.ratelimit import SharedSendBudget
+    from catbot.outbox.ratelimit import SharedSendBudget
 
     a, b = redis_pair
     windows = {0.5: 2}
@@ -1128,7 +1128,7 @@ async def test_shared_send_budget_waits_for_room_in_redis(
 
 
 def test_a_missing_redis_server_fails_loudly_never_skips(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tests.redis_server as helper
+    import testkit.redis_server as helper
 
     monkeypatch.setattr(helper.shutil, "which", lambda name: None)
     monkeypatch.delenv("CI", raising=False)

@@ -18,7 +18,7 @@ import pytest
 from catbot.models import InboundDM
 from catbot.store import StoreError
 from catbot.store.redis import RedisStore
-from tests.redis_server import RedisServer
+from testkit.redis_server import RedisServer
 
 T0 = 1_750_000_000.0
 LEASE = 30.0

@@ -1,4 +1,4 @@
-"""catbot.tunnel: pyngrok drives the fake `ngrok` executable for real, on loopback."""
+"""catbot.commands.tunnel: pyngrok drives the fake `ngrok` executable for real, on loopback."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from catbot.tunnel import TunnelError, open_tunnel, resolve_ngrok_path
+from catbot.commands.tunnel import TunnelError, open_tunnel, resolve_ngrok_path
 
 FAKE_NGROK = Path(__file__).parent / "fake_ngrok" / "ngrok"
 

@@ -22,8 +22,8 @@ import pytest
 
 from catbot.webhook.events import parse_delivery
 from catbot.webhook.routes import WebhookPolicy, classify
+from testkit.processes import CREDENTIALS, BotAndX, Daemon, Emulator, free_port, http, wait_for
 from tests.emulator_fixtures import SIGNATURE_HEADER, hmac_b64
-from tests.harness import CREDENTIALS, BotAndX, Daemon, Emulator, free_port, http, wait_for
 from tests.test_admin_cli import Setup
 
 FIXTURES = Path(__file__).parent / "fixtures" / "x"

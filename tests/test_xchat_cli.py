@@ -25,7 +25,7 @@ from chat_xdk import Chat
 
 from catbot.config import load_settings
 from catbot.xchat.identity import load_identity
-from tests.harness import (
+from testkit.processes import (
     BOT_ID,
     CREDENTIALS,
     Daemon,

@@ -26,8 +26,8 @@ from catbot.xchat.client import XChatClient
 from catbot.xchat.crypto import SendPayload, XChatCrypto
 from catbot.xchat.identity import BotIdentity, generate_identity, load_identity
 from catbot.xchat.wire import PublicKeyRecord, parse_chat_received
+from testkit.xchat_builders import Friend, chat_received, wrap_posted
 from tests.emulator_fixtures import serve
-from tests.xchat_builders import Friend, chat_received, wrap_posted
 
 BOT = "1000"
 CREDS = Credentials("ck", "cs", f"{BOT}-token", "ts")

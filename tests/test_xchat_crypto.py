@@ -1,7 +1,7 @@
 """The bot's X Chat crypto against real chatxdk objects, offline.
 
 A friend with a real SDK identity sets up a conversation key, encrypts, and the delivery is
-built the way X's server builds it (tests/xchat_builders.py). The bot must decrypt it, answer,
+built the way X's server builds it (testkit/xchat_builders.py). The bot must decrypt it, answer,
 and the friend must decrypt and verify the answer; every way a delivery can be wrong must end
 in its own bounded reason.
 """
@@ -28,7 +28,7 @@ from catbot.xchat.errors import (
 from catbot.xchat.identity import BotIdentity, generate_identity, load_identity
 from catbot.xchat.keyring import ConversationKeyring
 from catbot.xchat.wire import ChatReceived, PublicKeyRecord, parse_chat_received
-from tests.xchat_builders import (
+from testkit.xchat_builders import (
     Friend,
     chat_received,
     message_event,

@@ -29,7 +29,7 @@ import pytest
 from catbot.brain import Action, UserState
 from catbot.emulator.xchat_events import MessageEvent, b64decode
 from catbot.observability import Metrics
-from catbot.outbox_xchat import PreparedReply, SenderKeysNotRefreshed, XChatSide
+from catbot.outbox.xchat import PreparedReply, SenderKeysNotRefreshed, XChatSide
 from catbot.store.sqlite import SQLiteStore
 from catbot.x.dm import Credentials
 from catbot.xchat.client import XChatClient
@@ -38,10 +38,10 @@ from catbot.xchat.errors import MalformedPayloadError, VerificationError
 from catbot.xchat.identity import generate_identity, load_identity
 from catbot.xchat.keycache import SigningKeyCache
 from catbot.xchat.wire import ChatReceived, PublicKeyRecord, parse_chat_received
-from tests.harness import BOT_ID, Daemon, free_port, wait_for
-from tests.redis_server import RedisServer
+from testkit.processes import BOT_ID, Daemon, free_port, wait_for
+from testkit.redis_server import RedisServer
+from testkit.xchat_builders import Friend, chat_received
 from tests.test_xchat_e2e import CORPUS, FRIEND, XChatPair, catbot
-from tests.xchat_builders import Friend, chat_received
 
 # A send that X answers later than the daemon waits: the daemon sees a timeout, X keeps the
 # message (the emulator finishes the request) — the case a re-encrypted retry duplicates.

@@ -42,7 +42,7 @@ from catbot.webhook.events import parse_delivery
 from catbot.webhook.routes import WebhookPolicy, classify
 from catbot.x.dm import Credentials
 from catbot.xchat.client import XChatClient
-from tests.harness import (
+from testkit.processes import (
     BOT_ID,
     CREDENTIALS,
     Daemon,

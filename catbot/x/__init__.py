@@ -1,1 +1,2 @@
-"""The X API client side: sending DMs (and, later, managing webhooks) for every flavour."""
+"""The X API client side, for every flavour: sending DMs (`dm`), managing webhooks and
+subscriptions (`management`), and the idempotent ensure of both (`registration`)."""

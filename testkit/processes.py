@@ -1,4 +1,4 @@
-"""Real processes on loopback for integration tests: the emulator and the daemon.
+"""Real processes on loopback for integration tests and benchmarks: the emulator and the daemon.
 
 Each runs as `python -m catbot ...` with its output in a file (shown when a test fails), and
 is waited for through HTTP, never by sleeping a fixed time.

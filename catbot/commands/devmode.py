@@ -39,14 +39,14 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from catbot.app import Daemon, credentials_from
+from catbot.commands.ports import free_port
+from catbot.commands.tunnel import Tunnel, TunnelError, open_tunnel, resolve_ngrok_path
 from catbot.config import ConfigError, Settings, load_settings
 from catbot.logs import configure_logging, get_logger
-from catbot.ports import free_port
-from catbot.registration import EnsureResult, RegistrationError, ensure_webhook
 from catbot.store import StoreError
-from catbot.tunnel import Tunnel, TunnelError, open_tunnel, resolve_ngrok_path
 from catbot.x.dm import Credentials
 from catbot.x.management import WebhookManager, XApiError, management_for
+from catbot.x.registration import EnsureResult, RegistrationError, ensure_webhook
 
 log = get_logger("catbot.dev")
 

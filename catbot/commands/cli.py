@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     configure_parser(emulator)
 
-    from catbot import admin, devmode, doctor
+    from catbot.commands import admin, devmode, doctor
 
     dev = commands.add_parser(
         "dev", help="dev mode: ngrok tunnel + webhook registration + the daemon",
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.configure_parser(doctor_parser)
 
-    from catbot import outbox_admin
+    from catbot.commands import outbox as outbox_admin
 
     outbox = commands.add_parser(
         "outbox", help="list queued and dead-lettered replies, retry dead letters",
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     outbox_admin.configure_parser(outbox)
 
-    from catbot import xchat_admin
+    from catbot.commands import xchat as xchat_admin
 
     xchat = commands.add_parser(
         "xchat", help="the bot's X Chat identity: keygen, register",
@@ -163,7 +163,7 @@ def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from catbot.demo import run_demo
+    from catbot.commands.demo import run_demo
 
     return run_until_signalled(
         lambda stop: run_demo(stop, once=args.once, reply_seconds=args.timeout)
@@ -177,37 +177,37 @@ def _emulator(args: argparse.Namespace) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from catbot.devmode import run_from_args
+    from catbot.commands.devmode import run_from_args
 
     return run_from_args(args)
 
 
 def _webhooks(args: argparse.Namespace) -> int:
-    from catbot.admin import run_webhooks
+    from catbot.commands.admin import run_webhooks
 
     return run_webhooks(args)
 
 
 def _subscriptions(args: argparse.Namespace) -> int:
-    from catbot.admin import run_subscriptions
+    from catbot.commands.admin import run_subscriptions
 
     return run_subscriptions(args)
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from catbot.doctor import run_from_args
+    from catbot.commands.doctor import run_from_args
 
     return run_from_args(args)
 
 
 def _outbox(args: argparse.Namespace) -> int:
-    from catbot.outbox_admin import run_from_args
+    from catbot.commands.outbox import run_from_args
 
     return run_from_args(args)
 
 
 def _xchat(args: argparse.Namespace) -> int:
-    from catbot.xchat_admin import run_from_args
+    from catbot.commands.xchat import run_from_args
 
     return run_from_args(args)
 

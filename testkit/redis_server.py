@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.harness import free_port
+from testkit.processes import free_port
 
 _install_attempted = False
 

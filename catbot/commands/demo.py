@@ -29,16 +29,16 @@ from pydantic import SecretStr
 
 from catbot.app import Daemon, credentials_from
 from catbot.brain import HELP_TEXT, START_TEXT, STOP_TEXT
+from catbot.commands.ports import free_port
 from catbot.config import Settings
 from catbot.emulator.app import start_emulator
 from catbot.emulator.chat import CHAT_PATH
 from catbot.emulator.config import config_from_env
 from catbot.facts import load_corpus
 from catbot.logs import configure_logging
-from catbot.ports import free_port
-from catbot.registration import RegistrationError, ensure_webhook
 from catbot.x.dm import Credentials, SendError
 from catbot.x.management import XApiError, management_for
+from catbot.x.registration import RegistrationError, ensure_webhook
 from catbot.xchat.client import XChatClient
 from catbot.xchat.errors import XChatError
 from catbot.xchat.identity import generate_identity, load_identity

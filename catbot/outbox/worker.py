@@ -6,11 +6,11 @@ answers it. While a worker holds a job it keeps extending the lease, so a long r
 wait never lets a second worker send the same reply.
 
 Each reply goes out on an endpoint family (`family_of`: a DM, or a public post for a
-mention) with its own allowance (`catbot.ratelimit`). A job whose family cannot send for
+mention) with its own allowance (`catbot.outbox.ratelimit`). A job whose family cannot send for
 longer than `park_after_seconds` is handed back until it can ("parked") rather than held:
 a worker waiting out a 15-minute posting limit would be a worker no DM can use.
 
-X Chat jobs (kind "xchat") are read first (`catbot.outbox_xchat`: verify, decrypt, in memory
+X Chat jobs (kind "xchat") are read first (`catbot.outbox.xchat`: verify, decrypt, in memory
 only), decided by the same brain on the decrypted text, and answered with an encrypted reply
 on their own family. The reply is stored with the job before its first send, so every retry,
 after a requeue, a park or a crash, resends the very same signed message and X sees one
@@ -49,8 +49,8 @@ from catbot.facts import FactSource
 from catbot.logs import get_logger
 from catbot.models import InboundDM, Job
 from catbot.observability import Metrics
-from catbot.outbox_xchat import PreparedReply, XChatSide
-from catbot.ratelimit import DM, POST, XCHAT, Allowance, WaitTooLong
+from catbot.outbox.ratelimit import DM, POST, XCHAT, Allowance, WaitTooLong
+from catbot.outbox.xchat import PreparedReply, XChatSide
 from catbot.store import Store
 from catbot.textfit import Channel
 from catbot.x.dm import (

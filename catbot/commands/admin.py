@@ -20,8 +20,8 @@ import aiohttp
 
 from catbot.app import credentials_from
 from catbot.config import Settings, load_settings
-from catbot.registration import RegistrationError, ensure_webhook
 from catbot.x.management import Webhook, WebhookManager, XApiError, management_for
+from catbot.x.registration import RegistrationError, ensure_webhook
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
