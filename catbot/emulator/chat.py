@@ -31,6 +31,8 @@ from aiohttp import web
 
 from catbot.emulator.control import PREFIX, webhooks_json
 from catbot.emulator.runtime import RUNTIME, Runtime
+from catbot.emulator.state import EmulatorState
+from catbot.emulator.state.common import Listener
 from catbot.emulator.state.users import UserProfile
 from catbot.emulator.xchat_friends import xchat_status
 
@@ -75,34 +77,69 @@ def _frame(topic: str, data: dict[str, Any]) -> bytes:
     return f"event: {topic}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-async def get_events(request: web.Request) -> web.StreamResponse:
-    runtime = request.app[RUNTIME]
-    state = runtime.state
-    closing = request.app[_CLOSING]
-    queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue(_QUEUE_SIZE)
+ChangeQueue = asyncio.Queue[tuple[str, dict[str, Any]] | None]
 
+
+def _enriched(state: EmulatorState, topic: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A change as the page wants it: with the users it names (the page names friends it has
+    not seen yet), or the whole registry when the webhooks changed."""
+    if topic == "message":
+        parties = (data["sender_id"], data["recipient_id"])
+        return {**data, "users": _users_json(state.users.known(parties))}
+    if topic == "post":
+        involved: list[str] = [data["author_id"]]
+        post = state.posts.by_id(data["id"])
+        if post is not None:
+            if post.in_reply_to_user_id is not None:
+                involved.append(post.in_reply_to_user_id)
+            involved.extend(post.mentioned_ids)
+        return {**data, "users": _users_json(state.users.known(dict.fromkeys(involved)))}
+    if topic == "webhooks":
+        return {"webhooks": webhooks_json(state)}
+    return data
+
+
+def _listener(state: EmulatorState, queue: ChangeQueue) -> Listener:
     def listen(topic: str, data: dict[str, Any]) -> None:
-        if topic == "message":
-            # The page names friends it has not seen yet.
-            parties = (data["sender_id"], data["recipient_id"])
-            data = {**data, "users": _users_json(state.users.known(parties))}
-        elif topic == "post":
-            involved: list[str] = [data["author_id"]]
-            post = state.posts.by_id(data["id"])
-            if post is not None:
-                if post.in_reply_to_user_id is not None:
-                    involved.append(post.in_reply_to_user_id)
-                involved.extend(post.mentioned_ids)
-            data = {**data, "users": _users_json(state.users.known(dict.fromkeys(involved)))}
-        elif topic == "webhooks":
-            data = {"webhooks": webhooks_json(state)}
         try:
-            queue.put_nowait((topic, data))
+            queue.put_nowait((topic, _enriched(state, topic, data)))
         except asyncio.QueueFull:
             with contextlib.suppress(asyncio.QueueEmpty):
                 queue.get_nowait()
             queue.put_nowait(None)  # too far behind: end this stream, the browser reconnects
 
+    return listen
+
+
+async def _stream(
+    response: web.StreamResponse,
+    queue: ChangeQueue,
+    closing: asyncio.Event,
+    closed: asyncio.Future[Any],
+) -> None:
+    """Write each change as it comes, a keep-alive comment when none came for a while."""
+    while not closing.is_set():
+        getter = asyncio.ensure_future(queue.get())
+        done, _ = await asyncio.wait(
+            {getter, closed}, timeout=_KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
+        )
+        if getter not in done:
+            getter.cancel()
+            if not closing.is_set():
+                await response.write(b": keep-alive\n\n")
+            continue
+        item = getter.result()
+        if item is None:
+            break
+        await response.write(_frame(*item))
+
+
+async def get_events(request: web.Request) -> web.StreamResponse:
+    runtime = request.app[RUNTIME]
+    state = runtime.state
+    closing = request.app[_CLOSING]
+    queue: ChangeQueue = asyncio.Queue(_QUEUE_SIZE)
+    listen = _listener(state, queue)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -116,20 +153,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     try:
         first = _frame("snapshot", snapshot(runtime))
         await response.write(b"retry: 1000\n\n" + first)
-        while not closing.is_set():
-            getter = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait(
-                {getter, closed}, timeout=_KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
-            )
-            if getter not in done:
-                getter.cancel()
-                if not closing.is_set():
-                    await response.write(b": keep-alive\n\n")
-                continue
-            item = getter.result()
-            if item is None:
-                break
-            await response.write(_frame(*item))
+        await _stream(response, queue, closing, closed)
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:

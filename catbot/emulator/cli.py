@@ -35,6 +35,16 @@ EXIT_CONFIG_ERROR = 2
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's options. Defaults are None so the environment can fill gaps."""
+    # In the order `--help` lists them.
+    _where_and_who(parser)
+    _budgets_and_crc(parser)
+    _delivery(parser)
+    _tier(parser)
+    _environment_and_logs(parser)
+
+
+def _where_and_who(parser: argparse.ArgumentParser) -> None:
+    """Where it listens, which flavour it plays, for which webhooks and bot."""
     parser.add_argument(
         "--host",
         help=f"address to listen on (default {DEFAULT_HOST}); anything but loopback needs "
@@ -66,6 +76,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="bot account id when CATBOT_X_ACCESS_TOKEN is not '<id>-...' "
         f"(default {DEFAULT_BOT_USER_ID})",
     )
+
+
+def _budgets_and_crc(parser: argparse.ArgumentParser) -> None:
+    """The DM budget and X's CRC checks."""
     parser.add_argument(
         "--dm-rate-limit", type=int, help="DM sends allowed per window (default 200)"
     )
@@ -82,6 +96,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="re-check every valid webhook's CRC this often; a failure invalidates it until "
         "a PUT revalidates it (default 3600)",
     )
+
+
+def _delivery(parser: argparse.ArgumentParser) -> None:
+    """How deliveries spread, and when X gives up on and retries them."""
     parser.add_argument(
         "--delivery-mode",
         choices=DELIVERY_MODES,
@@ -107,6 +125,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="redeliver a failed delivery (timeout, no answer, non-2xx) after each of these "
         "delays, as X does on paid tiers, e.g. 0.2,0.5,1 (default: no redelivery)",
     )
+
+
+def _tier(parser: argparse.ArgumentParser) -> None:
+    """The app's tier: webhooks, subscriptions, v1.1 environments."""
     parser.add_argument(
         "--max-webhooks",
         type=int,
@@ -128,6 +150,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="a v1.1 premium environment the app has (repeatable; default: any "
         "[A-Za-z0-9_-]+ label; CATBOT_X_ENV_NAME is always allowed)",
     )
+
+
+def _environment_and_logs(parser: argparse.ArgumentParser) -> None:
+    """Where the credentials come from, and the log level."""
     parser.add_argument(
         "--env-file",
         type=Path,

@@ -159,12 +159,15 @@ class Deliverer:
             return CrcOutcome(False, status, "CRC response_token does not match", bad)
         return CrcOutcome(True, status, None)
 
-    async def _run_crc(self, webhook: Webhook) -> CrcOutcome:
-        outcome = await self._challenge(webhook.url)
-        stats = self._state.stats
-        stats.crc_checks += 1
+    async def _counted_challenge(self, url: str) -> CrcOutcome:
+        outcome = await self._challenge(url)
+        self._state.stats.crc_checks += 1
         if not outcome.ok:
-            stats.crc_failures += 1
+            self._state.stats.crc_failures += 1
+        return outcome
+
+    async def _run_crc(self, webhook: Webhook) -> CrcOutcome:
+        outcome = await self._counted_challenge(webhook.url)
         # Start-up retries repeat the same failure every half second: log changes only.
         changed = (outcome.ok, outcome.error) != (webhook.valid, webhook.last_crc_error)
         self._state.webhooks.crc_checked(webhook, outcome.ok, outcome.status, outcome.error)
@@ -185,11 +188,7 @@ class Deliverer:
 
     async def check_url(self, url: str) -> CrcOutcome:
         """Challenge a URL that is not registered yet (X validates before it registers)."""
-        outcome = await self._challenge(url)
-        self._state.stats.crc_checks += 1
-        if not outcome.ok:
-            self._state.stats.crc_failures += 1
-        return outcome
+        return await self._counted_challenge(url)
 
     async def ensure_valid(self, webhook: Webhook) -> bool:
         """One fresh CRC attempt for a webhook that is not valid; no-op when it is."""
@@ -304,10 +303,3 @@ class Deliverer:
             f" error={outcome.error}" if outcome.error else "",
         )
         return outcome
-
-    async def send(
-        self, bodies: Sequence[SignedBody], event_ids: Sequence[str] = ()
-    ) -> list[DeliveryOutcome]:
-        """Deliver each body to its webhook concurrently, once, without any fault or spreading
-        (the pipeline in `catbot.emulator.pipeline` adds those); outcomes in order."""
-        return list(await asyncio.gather(*(self.send_one(b, event_ids) for b in bodies)))

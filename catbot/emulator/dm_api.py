@@ -23,10 +23,13 @@ from catbot.emulator.access import oauth_outcome
 from catbot.emulator.config import USER_ID_RE
 from catbot.emulator.dispatch import dispatch
 from catbot.emulator.errors import Style, XError
+from catbot.emulator.faults import Faults
 from catbot.emulator.oauth import AuthOutcome
 from catbot.emulator.payloads import message_create_event
 from catbot.emulator.runtime import RUNTIME, Runtime
+from catbot.emulator.state.budgets import RateWindow
 from catbot.emulator.state.messages import Message
+from catbot.emulator.state.stats import Stats
 from catbot.emulator.traffic import OUTCOME, drop_connection
 
 log = logging.getLogger("catbot.emulator.dm")
@@ -139,8 +142,64 @@ def _respond(style: Style, error: XError, headers: dict[str, str] | None = None)
     return web.json_response(body, status=status, headers=headers)
 
 
-def _outcome(request: web.Request, outcome: str) -> None:
+def _refuse(
+    request: web.Request,
+    style: Style,
+    outcome: str,
+    error: XError,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     request[OUTCOME] = outcome
+    return _respond(style, error, headers)
+
+
+async def _admit(
+    request: web.Request, runtime: Runtime, style: Style, window: RateWindow
+) -> web.Response | dict[str, str]:
+    """Authentication, injected latency and the budget (an injected 429, then the real
+    window, spent by every authenticated call): the refusal, or the rate-limit headers."""
+    state, faults = runtime.state, runtime.state.faults
+    auth = await oauth_outcome(runtime, request)
+    if auth is not AuthOutcome.OK:
+        state.stats.auth_failures += 1
+        log.info("DM send refused: auth %s", auth.value)
+        error = {
+            AuthOutcome.APP_ONLY: errors.app_only_forbidden(),
+            AuthOutcome.CLOCK_SKEW: errors.timestamp_out_of_bounds(),
+        }.get(auth, errors.unauthorized())
+        return _refuse(request, style, "unauthorized", error, window.peek(time.time()).headers())
+
+    if faults.dm_delay_seconds > 0:
+        await asyncio.sleep(faults.dm_delay_seconds)
+
+    limited = faults.injected_rate_limit("dm", window.limit, time.time())
+    if limited is not None:
+        log.info("DM send answered 429 (injected)")
+        state.stats.dm_rate_limited += 1
+        return _refuse(request, style, "rate_limited", errors.rate_limited(), limited)
+
+    verdict = window.consume(time.time())
+    if not verdict.allowed:
+        state.stats.dm_rate_limited += 1
+        log.info("DM send answered 429 (budget of %d spent)", verdict.limit)
+        return _refuse(request, style, "rate_limited", errors.rate_limited(), verdict.headers())
+    return verdict.headers()
+
+
+def _injected_refusal(stats: Stats, faults: Faults, recipient_id: str) -> tuple[str, XError] | None:
+    """An injected failure or a permanent refusal of DMs to this recipient, if one applies:
+    the outcome to log and X's error."""
+    if faults.injected_failure("dm", time.time()):
+        stats.dm_failed += 1
+        log.info("DM send answered %d (injected)", faults.dm_fail_status)
+        return "failed", errors.injected_failure(faults.dm_fail_status)
+    code = faults.refusal_code(recipient_id)
+    if code is not None:
+        stats.dm_failed += 1
+        stats.dm_forbidden += 1
+        log.info("DM send to %s forbidden with code %d (injected)", recipient_id, code)
+        return "forbidden", errors.cannot_send(code)
+    return None
 
 
 async def _send(
@@ -161,54 +220,18 @@ async def _send(
         log.info("DM send connection dropped (injected)")
         return drop_connection(request)
 
-    auth = await oauth_outcome(runtime, request)
-    if auth is not AuthOutcome.OK:
-        state.stats.auth_failures += 1
-        _outcome(request, "unauthorized")
-        log.info("DM send refused: auth %s", auth.value)
-        error = {
-            AuthOutcome.APP_ONLY: errors.app_only_forbidden(),
-            AuthOutcome.CLOCK_SKEW: errors.timestamp_out_of_bounds(),
-        }.get(auth, errors.unauthorized())
-        return _respond(style, error, window.peek(time.time()).headers())
-
-    if faults.dm_delay_seconds > 0:
-        await asyncio.sleep(faults.dm_delay_seconds)
-
-    limited = faults.injected_rate_limit("dm", window.limit, time.time())
-    if limited is not None:
-        log.info("DM send answered 429 (injected)")
-        state.stats.dm_rate_limited += 1
-        _outcome(request, "rate_limited")
-        return _respond(style, errors.rate_limited(), limited)
-
-    verdict = window.consume(time.time())
-    headers = verdict.headers()
-    if not verdict.allowed:
-        state.stats.dm_rate_limited += 1
-        _outcome(request, "rate_limited")
-        log.info("DM send answered 429 (budget of %d spent)", verdict.limit)
-        return _respond(style, errors.rate_limited(), headers)
+    admitted = await _admit(request, runtime, style, window)
+    if isinstance(admitted, web.Response):
+        return admitted
+    headers = admitted
 
     parsed = parse(runtime, await request.read())
     if isinstance(parsed, XError):
         state.stats.dm_failed += 1
-        _outcome(request, "invalid")
-        return _respond(style, parsed, headers)
-
-    if faults.injected_failure("dm", time.time()):
-        state.stats.dm_failed += 1
-        _outcome(request, "failed")
-        log.info("DM send answered %d (injected)", faults.dm_fail_status)
-        return _respond(style, errors.injected_failure(faults.dm_fail_status), headers)
-
-    code = faults.refusal_code(parsed.recipient_id)
-    if code is not None:
-        state.stats.dm_failed += 1
-        state.stats.dm_forbidden += 1
-        _outcome(request, "forbidden")
-        log.info("DM send to %s forbidden with code %d (injected)", parsed.recipient_id, code)
-        return _respond(style, errors.cannot_send(code), headers)
+        return _refuse(request, style, "invalid", parsed, headers)
+    refused = _injected_refusal(state.stats, faults, parsed.recipient_id)
+    if refused is not None:
+        return _refuse(request, style, *refused, headers)
 
     state.users.ensure(parsed.recipient_id)
     message = state.messages.record(
@@ -220,7 +243,7 @@ async def _send(
         media_ids=parsed.media_ids,
     )
     state.stats.dm_sent += 1
-    _outcome(request, "sent")
+    request[OUTCOME] = "sent"
     log.info("DM sent event=%s to=%s", message.id, message.recipient_id)
     # Like X, the bot's own DM comes back to its webhooks; never make the sender wait for it.
     runtime.tasks.spawn(dispatch(runtime, [message]), name=f"echo-{message.id}")

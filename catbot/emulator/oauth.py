@@ -118,7 +118,20 @@ def verify(
     if abs(now - timestamp) > max_clock_skew:
         return AuthOutcome.CLOCK_SKEW
 
-    provided = oauth["oauth_signature"]
+    if _signed_by(credentials, request, collected, oauth["oauth_signature"], public_bases):
+        return AuthOutcome.OK
+    return AuthOutcome.BAD_SIGNATURE
+
+
+def _signed_by(
+    credentials: Credentials,
+    request: RequestToVerify,
+    collected: list[tuple[str, str]],
+    provided: str,
+    public_bases: Sequence[str],
+) -> bool:
+    """Whether the signature is the credentials' over the URL requested or one of the public
+    URLs it stands in for."""
     normalized = oauth_signature.normalize_parameters(
         [(k, v) for k, v in collected if k != "oauth_signature"]
     )
@@ -133,5 +146,5 @@ def verify(
         )
         expected = str(oauth_signature.sign_hmac_sha1_with_client(base_string, key))
         if _equal(expected, provided):
-            return AuthOutcome.OK
-    return AuthOutcome.BAD_SIGNATURE
+            return True
+    return False

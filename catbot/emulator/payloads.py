@@ -107,15 +107,12 @@ def _participants(messages: Iterable[Message]) -> list[str]:
     return list(seen)
 
 
-def account_activity_user(profile: UserProfile) -> dict[str, Any]:
-    """A v1.1 user as the Account Activity DM example shows one (its `users` map).
-
-    `description` and `url` are left out: X's own example omits them for an account without
-    them (4337869213). `location` is "" for one without a location.
-    """
+def v11_profile(profile: UserProfile) -> dict[str, Any]:
+    """A v1.1 user's fields after its id, alike in the Account Activity DM example's `users`
+    map and in a tweet's `user` (X's longform example). `description` and `url` are left
+    out: X's own example omits them for an account without them (4337869213). `location` is
+    "" for one without a location."""
     return {
-        "id": profile.id,
-        "created_timestamp": profile.created_timestamp,
         "name": profile.name,
         "screen_name": profile.screen_name,
         "location": "",
@@ -125,6 +122,15 @@ def account_activity_user(profile: UserProfile) -> dict[str, Any]:
         "friends_count": 0,
         "statuses_count": 0,
         "profile_image_url_https": DEFAULT_AVATAR,
+    }
+
+
+def account_activity_user(profile: UserProfile) -> dict[str, Any]:
+    """A v1.1 user as the Account Activity DM example shows one (its `users` map)."""
+    return {
+        "id": profile.id,
+        "created_timestamp": profile.created_timestamp,
+        **v11_profile(profile),
     }
 
 

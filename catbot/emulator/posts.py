@@ -68,7 +68,6 @@ from twitter_text import parse_tweet
 from catbot.emulator.delivery import DeliveryOutcome
 from catbot.emulator.dispatch import deliver_envelopes
 from catbot.emulator.payloads import (
-    DEFAULT_AVATAR,
     Envelope,
     EventUuidSource,
     activity_data_envelope,
@@ -77,6 +76,7 @@ from catbot.emulator.payloads import (
     new_event_uuid,
     v2_timestamp,
     v2_user,
+    v11_profile,
 )
 from catbot.emulator.runtime import Runtime
 from catbot.emulator.state import EmulatorState
@@ -170,23 +170,6 @@ def v11_created_at(epoch_ms: int) -> str:
     )
 
 
-def _v11_user(profile: UserProfile) -> dict[str, Any]:
-    """The tweet's `user`, with the fields of X's longform example's user."""
-    return {
-        "id": int(profile.id),
-        "id_str": profile.id,
-        "name": profile.name,
-        "screen_name": profile.screen_name,
-        "location": "",
-        "protected": False,
-        "verified": False,
-        "followers_count": 0,
-        "friends_count": 0,
-        "statuses_count": 0,
-        "profile_image_url_https": DEFAULT_AVATAR,
-    }
-
-
 def _v11_mention(users: Mapping[str, UserProfile], mention: Mention) -> dict[str, Any]:
     profile = users.get(mention.user_id)
     return {
@@ -212,6 +195,40 @@ def _v11_entities(mentions: Iterable[dict[str, Any]], urls: list[dict[str, Any]]
     return {"hashtags": [], "urls": urls, "user_mentions": list(mentions), "symbols": []}
 
 
+def _compat_text(
+    post_id: str, text: str, mentioned: list[Mention], users: Mapping[str, UserProfile]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """The tweet's text fields, its entities and its `extended_tweet` (None when the text
+    fits in compatibility mode's 140 characters)."""
+    if len(text) <= COMPAT_TEXT_LENGTH:
+        fields = {"text": text, "display_text_range": [0, len(text)], "truncated": False}
+        return fields, _v11_entities((_v11_mention(users, m) for m in mentioned), []), None
+    # X's longform example: 115 characters, "… ", then the post's 23-character t.co link:
+    # 140 in all, the link as the one top-level URL entity.
+    kept = COMPAT_TEXT_LENGTH - _TCO_LENGTH - 2
+    link = tco_link(post_id)
+    fields = {
+        "text": f"{text[:kept]}{_ELLIPSIS} {link}",
+        "display_text_range": [0, COMPAT_TEXT_LENGTH],
+        "truncated": True,
+    }
+    url_entity = {
+        "url": link,
+        "expanded_url": f"https://twitter.com/i/web/status/{post_id}",
+        "display_url": f"twitter.com/i/web/status/{post_id[0]}{_ELLIPSIS}",
+        "indices": [kept + 2, COMPAT_TEXT_LENGTH],
+    }
+    entities = _v11_entities(
+        (_v11_mention(users, m) for m in mentioned if m.end <= kept), [url_entity]
+    )
+    extended = {
+        "full_text": text,
+        "display_text_range": [0, len(text)],
+        "entities": _v11_entities((_v11_mention(users, m) for m in mentioned), []),
+    }
+    return fields, entities, extended
+
+
 def _tweet_object(
     *,
     post_id: str,
@@ -223,54 +240,23 @@ def _tweet_object(
     reply_to: Post | None,
 ) -> dict[str, Any]:
     replied_author = users.get(reply_to.author_id) if reply_to is not None else None
-    mentioned = list(mentions)
+    text_fields, entities, extended = _compat_text(post_id, text, list(mentions), users)
     tweet: dict[str, Any] = {
         "created_at": v11_created_at(created_ms),
         "id": int(post_id),
         "id_str": post_id,
+        **text_fields,
+        "source": _SOURCE,
+        "in_reply_to_status_id": int(reply_to.id) if reply_to is not None else None,
+        "in_reply_to_status_id_str": reply_to.id if reply_to is not None else None,
+        "in_reply_to_user_id": int(reply_to.author_id) if reply_to is not None else None,
+        "in_reply_to_user_id_str": reply_to.author_id if reply_to is not None else None,
+        "in_reply_to_screen_name": (
+            replied_author.screen_name if replied_author is not None else None
+        ),
+        "user": {"id": int(author.id), "id_str": author.id, **v11_profile(author)},
+        "is_quote_status": False,
     }
-    extended: dict[str, Any] | None = None
-    if len(text) <= COMPAT_TEXT_LENGTH:
-        tweet["text"] = text
-        tweet["display_text_range"] = [0, len(text)]
-        tweet["truncated"] = False
-        entities = _v11_entities((_v11_mention(users, m) for m in mentioned), [])
-    else:
-        # X's longform example: 115 characters, "… ", then the post's 23-character t.co
-        # link: 140 in all, the link as the one top-level URL entity.
-        kept = COMPAT_TEXT_LENGTH - _TCO_LENGTH - 2
-        link = tco_link(post_id)
-        tweet["text"] = f"{text[:kept]}{_ELLIPSIS} {link}"
-        tweet["display_text_range"] = [0, COMPAT_TEXT_LENGTH]
-        tweet["truncated"] = True
-        url_entity = {
-            "url": link,
-            "expanded_url": f"https://twitter.com/i/web/status/{post_id}",
-            "display_url": f"twitter.com/i/web/status/{post_id[0]}{_ELLIPSIS}",
-            "indices": [kept + 2, COMPAT_TEXT_LENGTH],
-        }
-        entities = _v11_entities(
-            (_v11_mention(users, m) for m in mentioned if m.end <= kept), [url_entity]
-        )
-        extended = {
-            "full_text": text,
-            "display_text_range": [0, len(text)],
-            "entities": _v11_entities((_v11_mention(users, m) for m in mentioned), []),
-        }
-    tweet.update(
-        {
-            "source": _SOURCE,
-            "in_reply_to_status_id": int(reply_to.id) if reply_to is not None else None,
-            "in_reply_to_status_id_str": reply_to.id if reply_to is not None else None,
-            "in_reply_to_user_id": int(reply_to.author_id) if reply_to is not None else None,
-            "in_reply_to_user_id_str": reply_to.author_id if reply_to is not None else None,
-            "in_reply_to_screen_name": (
-                replied_author.screen_name if replied_author is not None else None
-            ),
-            "user": _v11_user(author),
-            "is_quote_status": False,
-        }
-    )
     if extended is not None:
         tweet["extended_tweet"] = extended
     tweet["entities"] = entities

@@ -35,7 +35,6 @@ class RegistryError(Exception):
     def __init__(self, reason: Reason, text: str, crc: CrcOutcome | None = None) -> None:
         super().__init__(f"{reason.value}: {text}")
         self.reason = reason
-        self.text = text
         self.crc = crc
 
 

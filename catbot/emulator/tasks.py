@@ -25,9 +25,6 @@ class BackgroundTasks:
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
-    def __len__(self) -> int:
-        return len(self._tasks)
-
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:

@@ -81,10 +81,6 @@ def struct_field(field_id: int, body: bytes) -> bytes:
     return struct.pack(">bh", T_STRUCT, field_id) + body
 
 
-def bool_field(field_id: int, value: bool) -> bytes:
-    return struct.pack(">bhb", T_BOOL, field_id, 1 if value else 0)
-
-
 def end_struct(*fields: bytes) -> bytes:
     return b"".join(fields) + bytes([T_STOP])
 

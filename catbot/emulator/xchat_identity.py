@@ -162,12 +162,6 @@ def _optional(value: Any) -> str | None:
 
 
 @dataclass
-class ConversationKey:
-    version: str
-    key: bytes
-
-
-@dataclass
 class Friend:
     """One emulated user's X Chat app: its SDK instance, registered key and the conversation
     keys it holds (raw keys: the emulator plays the user's device, where they live)."""
