@@ -1,5 +1,8 @@
 """A local stand-in for X: DM endpoints, signed webhook deliveries, CRC and a control API.
 
+The manual (control API, X routes played, faults, credentials, chat page) is
+docs/emulator.md. What the emulator remembers lives in `state`, one room per job.
+
 X's own management routes are served too, so an unmodified X client can run against it:
 webhooks and Account Activity subscriptions (`management_v2`), X Activity API subscriptions
 (`management_activity`), v1.1 premium environments (`management_v1`), app-only tokens and
