@@ -2,6 +2,22 @@
 `tests/emulator_fixtures.py` and made visible here so test functions can request them by name.
 """
 
-from tests.emulator_fixtures import http, make_emulator, make_receiver, receiver, serving
+from tests.emulator_fixtures import (
+    http,
+    make_api,
+    make_control,
+    make_emulator,
+    make_receiver,
+    receiver,
+    serving,
+)
 
-__all__ = ["http", "make_emulator", "make_receiver", "receiver", "serving"]
+__all__ = [
+    "http",
+    "make_api",
+    "make_control",
+    "make_emulator",
+    "make_receiver",
+    "receiver",
+    "serving",
+]

@@ -1,7 +1,9 @@
 """Shared pieces of the emulator tests: credentials, a fake webhook receiver, fixtures, tweepy.
 
-Import the fixtures a test module uses explicitly, e.g.
-`from tests.emulator_fixtures import http, make_emulator  # noqa: F401`.
+`tests/conftest.py` makes the fixtures visible to every test module: `serving`,
+`make_receiver`/`receiver`, `make_emulator`, `http`, and the drivers of one emulator,
+`make_control` (its control API and tweepy as the bot) and `make_api` (tweepy as the bot
+and as the app, the way a management client talks to X).
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
+import tweepy
 from aiohttp import web
+from multidict import CIMultiDictProxy
 from oauthlib.oauth1 import Client as OAuthClient
 from tweepy.asynchronous import AsyncClient
 
@@ -226,3 +231,138 @@ def bearer_client(
     client = AsyncClient(bearer_token=bearer_token)
     client.session = RebasedSession(http, emulator.url)
     return client
+
+
+# --- driving one emulator: its control API, tweepy as the bot, tweepy as the app -------
+
+
+class Control:
+    """The control API as a test calls it, beside tweepy signing as the bot (`tweepy`)."""
+
+    def __init__(self, http: aiohttp.ClientSession, emulator: RunningEmulator) -> None:
+        self.http = http
+        self.emulator = emulator
+        self.base = emulator.url + "/_emulator/"
+        self.tweepy = tweepy_client(http, emulator)
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with self.http.request(method, self.base + path, json=body) as resp:
+            assert resp.content_type == "application/json"
+            return resp.status, await resp.json()
+
+    async def ok(self, method: str, path: str, body: Any = None) -> Any:
+        status, answer = await self.call(method, path, body)
+        assert status == 200, (method, path, answer)
+        return answer
+
+    async def dm(self, sender: str = "42", text: str = "hi") -> Any:
+        return await self.ok("POST", "dm", {"sender_id": sender, "text": text})
+
+    async def stats(self) -> dict[str, int]:
+        result: dict[str, int] = await self.ok("GET", "stats")
+        return result
+
+    async def register(self, *hooks: WebhookApp) -> list[str]:
+        return [(await self.ok("POST", "webhooks", {"url": h.url}))["id"] for h in hooks]
+
+
+ControlFactory = Callable[..., Awaitable[Control]]
+
+
+@pytest.fixture
+def make_control(make_emulator: EmulatorFactory, http: aiohttp.ClientSession) -> ControlFactory:
+    """`await make_control(*webhook_urls, **settings)`: a fresh emulator, driven through
+    `Control` (its `emulator` and `tweepy` beside the control routes)."""
+
+    async def factory(*webhook_urls: str, **kw: Any) -> Control:
+        return Control(http, await make_emulator(*webhook_urls, **kw))
+
+    return factory
+
+
+def basic(key: str, secret: str) -> dict[str, str]:
+    return {"Authorization": aiohttp.encode_basic_auth(key, secret)}
+
+
+@dataclass
+class Answer:
+    status: int
+    raw: bytes
+    headers: CIMultiDictProxy[str]
+    error: tweepy.HTTPException | None
+
+    @property
+    def body(self) -> Any:
+        return json.loads(self.raw) if self.raw else None
+
+    @property
+    def message(self) -> str:
+        """The first error message, as tweepy's exception exposes it."""
+        assert self.error is not None, f"expected an error, got {self.status} {self.body}"
+        return str(self.error.api_messages[0])
+
+
+class Api:
+    """The two ways a management client talks to X: as the bot (OAuth 1.0a) or as the app."""
+
+    def __init__(self, http: aiohttp.ClientSession, emulator: RunningEmulator, bearer: str):
+        self.emulator = emulator
+        self.user_client = tweepy_client(http, emulator)
+        self.app_client = bearer_client(http, emulator, bearer)
+
+    async def _call(
+        self,
+        client: AsyncClient,
+        user: bool,
+        method: str,
+        route: str,
+        params: dict[str, str] | None,
+        body: Any,
+    ) -> Answer:
+        try:
+            response = await client.request(
+                method, route, params=params or {}, json=body, user_auth=user
+            )
+        except tweepy.HTTPException as exc:
+            response, error = exc.response, exc
+        else:
+            error = None
+        # tweepy read the body before releasing the response; text() serves it from memory.
+        raw = (await response.text()).encode()
+        return Answer(response.status, raw, response.headers, error)
+
+    async def user(
+        self, method: str, route: str, *, params: dict[str, str] | None = None, json: Any = None
+    ) -> Answer:
+        return await self._call(self.user_client, True, method, route, params, json)
+
+    async def app(
+        self, method: str, route: str, *, params: dict[str, str] | None = None, json: Any = None
+    ) -> Answer:
+        return await self._call(self.app_client, False, method, route, params, json)
+
+
+async def fetch_bearer(http: aiohttp.ClientSession, emulator: RunningEmulator) -> str:
+    async with http.post(
+        emulator.url + "/oauth2/token",
+        headers=basic(CONSUMER_KEY, SECRET),
+        data={"grant_type": "client_credentials"},
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        token: str = (await resp.json())["access_token"]
+        return token
+
+
+ApiFactory = Callable[..., Awaitable[Api]]
+
+
+@pytest.fixture
+def make_api(make_emulator: EmulatorFactory, http: aiohttp.ClientSession) -> ApiFactory:
+    """`await make_api(*webhook_urls, **settings)`: a fresh emulator and an `Api` on it, its
+    bearer token fetched from `/oauth2/token` as a management client would."""
+
+    async def factory(*webhook_urls: str, **kw: Any) -> Api:
+        emulator = await make_emulator(*webhook_urls, **kw)
+        return Api(http, emulator, await fetch_bearer(http, emulator))
+
+    return factory

@@ -19,18 +19,17 @@ import pytest
 import tweepy
 from aiohttp import web
 
-from catbot.emulator import ConfigError, RunningEmulator, config_from_env
+from catbot.emulator import ConfigError, config_from_env
 from catbot.emulator.cli import config_from_args, configure_parser
 from catbot.emulator.faults import Faults
 from tests.emulator_fixtures import (
     ENV,
     SECRET,
     SIGNATURE_HEADER,
-    EmulatorFactory,
+    ControlFactory,
     Serving,
     WebhookApp,
     hmac_b64,
-    tweepy_client,
 )
 
 
@@ -86,32 +85,6 @@ def make_hook(serving: Serving) -> HookFactory:
     return factory
 
 
-class Control:
-    def __init__(self, http: aiohttp.ClientSession, emulator: RunningEmulator) -> None:
-        self.http = http
-        self.base = emulator.url + "/_emulator/"
-
-    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        async with self.http.request(method, self.base + path, json=body) as resp:
-            assert resp.content_type == "application/json"
-            return resp.status, await resp.json()
-
-    async def ok(self, method: str, path: str, body: Any = None) -> Any:
-        status, answer = await self.call(method, path, body)
-        assert status == 200, (method, path, answer)
-        return answer
-
-    async def dm(self, sender: str = "42", text: str = "hi") -> Any:
-        return await self.ok("POST", "dm", {"sender_id": sender, "text": text})
-
-    async def stats(self) -> dict[str, int]:
-        result: dict[str, int] = await self.ok("GET", "stats")
-        return result
-
-    async def register(self, *hooks: Hook) -> list[str]:
-        return [(await self.ok("POST", "webhooks", {"url": h.url}))["id"] for h in hooks]
-
-
 async def settle(seconds: float = 0.2) -> None:
     await asyncio.sleep(seconds)
 
@@ -120,10 +93,9 @@ async def settle(seconds: float = 0.2) -> None:
 
 
 async def test_default_mode_delivers_every_event_to_every_webhook(
-    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_control: ControlFactory, make_hook: HookFactory
 ) -> None:
-    emulator = await make_emulator()
-    ctl = Control(http, emulator)
+    ctl = await make_control()
     hooks = [await make_hook(f"h{i}") for i in range(3)]
     await ctl.register(*hooks)
     assert (await ctl.ok("GET", "delivery_mode"))["mode"] == "all"
@@ -133,10 +105,9 @@ async def test_default_mode_delivers_every_event_to_every_webhook(
 
 
 async def test_round_robin_sends_each_event_to_one_webhook_in_turn(
-    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_control: ControlFactory, make_hook: HookFactory
 ) -> None:
-    emulator = await make_emulator()
-    ctl = Control(http, emulator)
+    ctl = await make_control()
     hooks = [await make_hook(f"h{i}") for i in range(3)]
     ids = await ctl.register(*hooks)
     mode = await ctl.ok("POST", "delivery_mode", {"mode": "round_robin"})
@@ -161,7 +132,7 @@ async def test_round_robin_sends_each_event_to_one_webhook_in_turn(
     assert state["planned"] == 6 and state["last_webhook_id"] == ids[2]
 
     # The bot's reply comes back as an event too: one webhook gets the echo, in turn.
-    await tweepy_client(http, emulator).create_direct_message(participant_id="42", text="r")
+    await ctl.tweepy.create_direct_message(participant_id="42", text="r")
     await hooks[0].wait_posts(3)
     await settle()
     assert [len(h.posts) for h in hooks] == [3, 2, 2]
@@ -172,10 +143,9 @@ async def test_round_robin_sends_each_event_to_one_webhook_in_turn(
 
 
 async def test_round_robin_duplicate_every_sends_the_nth_event_to_two_webhooks(
-    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_control: ControlFactory, make_hook: HookFactory
 ) -> None:
-    emulator = await make_emulator()
-    ctl = Control(http, emulator)
+    ctl = await make_control()
     hooks = [await make_hook(f"h{i}") for i in range(2)]
     await ctl.register(*hooks)
     await ctl.ok("POST", "delivery_mode", {"mode": "round_robin", "duplicate_every": 2})
@@ -195,10 +165,9 @@ async def test_round_robin_duplicate_every_sends_the_nth_event_to_two_webhooks(
 
 
 async def test_round_robin_skips_invalid_webhooks_and_redelivers_to_the_next(
-    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_control: ControlFactory, make_hook: HookFactory
 ) -> None:
-    emulator = await make_emulator()
-    ctl = Control(http, emulator)
+    ctl = await make_control()
     hooks = [await make_hook(f"h{i}") for i in range(3)]
     ids = await ctl.register(*hooks)
     await ctl.ok("POST", "delivery_mode", {"mode": "round_robin"})
@@ -218,13 +187,12 @@ async def test_round_robin_skips_invalid_webhooks_and_redelivers_to_the_next(
 
 
 async def test_round_robin_with_several_startup_webhooks_ignores_the_tier_limit(
-    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_control: ControlFactory, make_hook: HookFactory
 ) -> None:
     hooks = [await make_hook(f"h{i}") for i in range(3)]
     with pytest.raises(ConfigError, match="max-webhooks"):
         config_from_env(ENV, webhook_urls=[h.url for h in hooks])
-    emulator = await make_emulator(*(h.url for h in hooks), delivery_mode="round_robin")
-    ctl = Control(http, emulator)
+    ctl = await make_control(*(h.url for h in hooks), delivery_mode="round_robin")
     deadline = time.monotonic() + 5
     while len((await ctl.ok("GET", "delivery_mode"))["rotation"]) < 3:
         assert time.monotonic() < deadline
@@ -234,10 +202,8 @@ async def test_round_robin_with_several_startup_webhooks_ignores_the_tier_limit(
     assert [len(h.posts) for h in hooks] == [1, 1, 1]
 
 
-async def test_delivery_mode_validation(
-    make_emulator: EmulatorFactory, http: aiohttp.ClientSession
-) -> None:
-    ctl = Control(http, await make_emulator())
+async def test_delivery_mode_validation(make_control: ControlFactory) -> None:
+    ctl = await make_control()
     for bad in (
         {"mode": "random"},
         {},
@@ -284,11 +250,10 @@ def test_cli_flags_for_delivery(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 async def test_latency_on_any_route_by_class_pattern_or_template(
-    make_emulator: EmulatorFactory, http: aiohttp.ClientSession
+    make_control: ControlFactory, http: aiohttp.ClientSession
 ) -> None:
-    emulator = await make_emulator()
-    ctl = Control(http, emulator)
-    client = tweepy_client(http, emulator)
+    ctl = await make_control()
+    client = ctl.tweepy
 
     async def timed(call: Callable[[], Awaitable[Any]]) -> float:
         started = time.monotonic()
@@ -296,11 +261,11 @@ async def test_latency_on_any_route_by_class_pattern_or_template(
         return time.monotonic() - started
 
     async def users_me() -> Any:
-        async with http.get(emulator.url + "/2/users/me") as resp:
+        async with http.get(ctl.emulator.url + "/2/users/me") as resp:
             return resp.status
 
     async def list_webhooks() -> Any:
-        async with http.get(emulator.url + "/2/webhooks") as resp:
+        async with http.get(ctl.emulator.url + "/2/webhooks") as resp:
             return resp.status
 
     async def send() -> Any:
@@ -333,11 +298,10 @@ async def test_latency_on_any_route_by_class_pattern_or_template(
 
 
 async def test_fail_ratio_is_seeded_and_fail_for_seconds_is_an_outage(
-    make_emulator: EmulatorFactory, http: aiohttp.ClientSession
+    make_control: ControlFactory,
 ) -> None:
-    emulator = await make_emulator()
-    ctl = Control(http, emulator)
-    client = tweepy_client(http, emulator)
+    ctl = await make_control()
+    client = ctl.tweepy
 
     async def pattern() -> list[int]:
         statuses = []
@@ -364,12 +328,9 @@ async def test_fail_ratio_is_seeded_and_fail_for_seconds_is_an_outage(
     await client.create_direct_message(participant_id="42", text="back")
 
 
-async def test_dropped_connections_send_nothing(
-    make_emulator: EmulatorFactory, http: aiohttp.ClientSession
-) -> None:
-    emulator = await make_emulator()
-    ctl = Control(http, emulator)
-    client = tweepy_client(http, emulator)
+async def test_dropped_connections_send_nothing(make_control: ControlFactory) -> None:
+    ctl = await make_control()
+    client = ctl.tweepy
     await ctl.ok("POST", "faults", {"dm_drop_next": 2})
     for _ in range(2):
         with pytest.raises(aiohttp.ServerDisconnectedError):
@@ -389,12 +350,9 @@ async def test_dropped_connections_send_nothing(
         await client.create_direct_message(participant_id="42", text="lost")
 
 
-async def test_rate_limit_window_and_runtime_budget(
-    make_emulator: EmulatorFactory, http: aiohttp.ClientSession
-) -> None:
-    emulator = await make_emulator()
-    ctl = Control(http, emulator)
-    client = tweepy_client(http, emulator)
+async def test_rate_limit_window_and_runtime_budget(make_control: ControlFactory) -> None:
+    ctl = await make_control()
+    client = ctl.tweepy
     send = client.create_direct_message
     set_at = time.time()
     await ctl.ok("POST", "faults", {"dm_rate_limit_for_seconds": 1.0})
@@ -436,12 +394,9 @@ async def test_rate_limit_window_and_runtime_budget(
     assert response.headers["x-rate-limit-remaining"] == "199"
 
 
-async def test_permanent_refusals_with_codes_349_226_and_150(
-    make_emulator: EmulatorFactory, http: aiohttp.ClientSession
-) -> None:
-    emulator = await make_emulator()
-    ctl = Control(http, emulator)
-    client = tweepy_client(http, emulator)
+async def test_permanent_refusals_with_codes_349_226_and_150(make_control: ControlFactory) -> None:
+    ctl = await make_control()
+    client = ctl.tweepy
     faults = await ctl.ok(
         "POST",
         "faults",
@@ -479,10 +434,8 @@ async def test_permanent_refusals_with_codes_349_226_and_150(
     assert status == 400 and "forbidden_codes" in answer["error"]
 
 
-async def test_patch_merges_and_fields_are_validated(
-    make_emulator: EmulatorFactory, http: aiohttp.ClientSession
-) -> None:
-    ctl = Control(http, await make_emulator())
+async def test_patch_merges_and_fields_are_validated(make_control: ControlFactory) -> None:
+    ctl = await make_control()
     await ctl.ok("POST", "faults", {"dm_fail_next": 3, "latency": {"dm": 0.1}})
     merged = await ctl.ok("PATCH", "faults", {"dm_drop_next": 1})
     assert (merged["dm_fail_next"], merged["dm_drop_next"], merged["latency"]) == (
@@ -510,12 +463,9 @@ async def test_patch_merges_and_fields_are_validated(
 # --- Part B: faults on deliveries ------------------------------------------------------
 
 
-async def test_duplicate_deliveries(
-    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
-) -> None:
+async def test_duplicate_deliveries(make_control: ControlFactory, make_hook: HookFactory) -> None:
     hook = await make_hook()
-    emulator = await make_emulator(hook.url)
-    ctl = Control(http, emulator)
+    ctl = await make_control(hook.url)
     await ctl.ok("POST", "faults", {"deliver_duplicates_ratio": 1.0})
     answer = await ctl.dm()
     assert [(d["status"], d.get("duplicate", False)) for d in answer["deliveries"]] == [
@@ -532,11 +482,10 @@ async def test_duplicate_deliveries(
 
 
 async def test_reordered_deliveries_are_held_then_shuffled(
-    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_control: ControlFactory, make_hook: HookFactory
 ) -> None:
     hook = await make_hook()
-    emulator = await make_emulator(hook.url)
-    ctl = Control(http, emulator)
+    ctl = await make_control(hook.url)
     await ctl.ok("POST", "faults", {"reorder_window": 0.4, "seed": 1})
     answers = [await ctl.dm(str(600 + n), f"msg {n}") for n in range(6)]
     for answer in answers:
@@ -556,11 +505,10 @@ async def test_reordered_deliveries_are_held_then_shuffled(
 
 
 async def test_redelivery_after_errors_and_slow_answers(
-    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_control: ControlFactory, make_hook: HookFactory
 ) -> None:
     hook = await make_hook()
-    emulator = await make_emulator(hook.url, redelivery_delays=(0.05, 0.1, 0.1))
-    ctl = Control(http, emulator)
+    ctl = await make_control(hook.url, redelivery_delays=(0.05, 0.1, 0.1))
     hook.script = [(0.0, 500), (0.0, 503)]
     answer = await ctl.dm()
     assert answer["deliveries"][0]["status"] == 500  # the first attempt is what X reports
@@ -594,10 +542,10 @@ async def test_redelivery_after_errors_and_slow_answers(
 
 
 async def test_no_redelivery_unless_configured(
-    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_control: ControlFactory, make_hook: HookFactory
 ) -> None:
     hook = await make_hook()
-    ctl = Control(http, await make_emulator(hook.url))
+    ctl = await make_control(hook.url)
     hook.script = [(0.0, 503)]
     assert (await ctl.dm())["deliveries"][0]["status"] == 503
     await settle(0.3)
@@ -605,10 +553,10 @@ async def test_no_redelivery_unless_configured(
 
 
 async def test_a_late_crc_answer_invalidates_the_webhook(
-    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_control: ControlFactory, make_hook: HookFactory
 ) -> None:
     hook = await make_hook()
-    ctl = Control(http, await make_emulator(hook.url))
+    ctl = await make_control(hook.url)
     await hook.wait_posts(0)
     [ok] = (await ctl.ok("POST", "crc"))["crc"]
     assert ok["valid"] is True
@@ -628,14 +576,13 @@ async def test_a_late_crc_answer_invalidates_the_webhook(
 
 
 async def test_request_log_filters(
-    make_emulator: EmulatorFactory, http: aiohttp.ClientSession
+    make_control: ControlFactory, http: aiohttp.ClientSession
 ) -> None:
-    emulator = await make_emulator()
-    ctl = Control(http, emulator)
-    client = tweepy_client(http, emulator)
+    ctl = await make_control()
+    client = ctl.tweepy
     await client.create_direct_message(participant_id="42", text="one")
     middle = time.time()
-    async with http.get(emulator.url + "/2/webhooks") as resp:
+    async with http.get(ctl.emulator.url + "/2/webhooks") as resp:
         assert resp.status == 401
     await client.create_direct_message(participant_id="42", text="two")
     everything = (await ctl.ok("GET", "requests"))["requests"]
@@ -654,10 +601,10 @@ async def test_request_log_filters(
 
 
 async def test_reset_discards_held_deliveries(
-    make_emulator: EmulatorFactory, make_hook: HookFactory, http: aiohttp.ClientSession
+    make_control: ControlFactory, make_hook: HookFactory
 ) -> None:
     hook = await make_hook()
-    ctl = Control(http, await make_emulator(hook.url))
+    ctl = await make_control(hook.url)
     await ctl.ok("POST", "faults", {"reorder_window": 0.2})
     assert (await ctl.dm())["deliveries"][0]["held"] is True
     await ctl.ok("POST", "reset")

@@ -15,7 +15,6 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,6 @@ import aiohttp
 import pytest
 import tweepy
 from aiohttp import web
-from multidict import CIMultiDictProxy
-from tweepy.asynchronous import AsyncClient
 
 from catbot.emulator import ConfigError, RunningEmulator, config_from_env
 from catbot.emulator.cli import config_from_args, configure_parser
@@ -34,22 +31,21 @@ from tests.emulator_fixtures import (
     ENV,
     SECRET,
     SIGNATURE_HEADER,
+    Answer,
+    Api,
+    ApiFactory,
     EmulatorFactory,
     Serving,
     WebhookApp,
-    bearer_client,
+    basic,
+    fetch_bearer,
     hmac_b64,
     oauth_signer,
-    tweepy_client,
 )
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 AA = "/2/account_activity/webhooks"
 V11 = "/1.1/account_activity/all"
-
-
-def basic(key: str, secret: str) -> dict[str, str]:
-    return {"Authorization": aiohttp.encode_basic_auth(key, secret)}
 
 
 # --- a webhook receiver that can be told to misbehave ----------------------------------
@@ -102,82 +98,6 @@ def make_receiver(serving: Serving) -> ReceiverFactory:
         return receiver
 
     return factory
-
-
-# --- tweepy, unchanged, aimed at the emulator ------------------------------------------
-
-
-@dataclass
-class Answer:
-    status: int
-    raw: bytes
-    headers: CIMultiDictProxy[str]
-    error: tweepy.HTTPException | None
-
-    @property
-    def body(self) -> Any:
-        return json.loads(self.raw) if self.raw else None
-
-    @property
-    def message(self) -> str:
-        """The first error message, as tweepy's exception exposes it."""
-        assert self.error is not None, f"expected an error, got {self.status} {self.body}"
-        return str(self.error.api_messages[0])
-
-
-class Api:
-    """The two ways a management client talks to X: as the bot (OAuth 1.0a) or as the app."""
-
-    def __init__(self, http: aiohttp.ClientSession, emulator: RunningEmulator, bearer: str):
-        self.emulator = emulator
-        self.user_client = tweepy_client(http, emulator)
-        self.app_client = bearer_client(http, emulator, bearer)
-
-    async def _call(
-        self,
-        client: AsyncClient,
-        user: bool,
-        method: str,
-        route: str,
-        params: dict[str, str] | None,
-        body: Any,
-    ) -> Answer:
-        try:
-            response = await client.request(
-                method, route, params=params or {}, json=body, user_auth=user
-            )
-        except tweepy.HTTPException as exc:
-            response, error = exc.response, exc
-        else:
-            error = None
-        # tweepy read the body before releasing the response; text() serves it from memory.
-        raw = (await response.text()).encode()
-        return Answer(response.status, raw, response.headers, error)
-
-    async def user(
-        self, method: str, route: str, *, params: dict[str, str] | None = None, json: Any = None
-    ) -> Answer:
-        return await self._call(self.user_client, True, method, route, params, json)
-
-    async def app(
-        self, method: str, route: str, *, params: dict[str, str] | None = None, json: Any = None
-    ) -> Answer:
-        return await self._call(self.app_client, False, method, route, params, json)
-
-
-async def fetch_bearer(http: aiohttp.ClientSession, emulator: RunningEmulator) -> str:
-    async with http.post(
-        emulator.url + "/oauth2/token",
-        headers=basic(CONSUMER_KEY, SECRET),
-        data={"grant_type": "client_credentials"},
-    ) as resp:
-        assert resp.status == 200, await resp.text()
-        token: str = (await resp.json())["access_token"]
-        return token
-
-
-async def api_for(http: aiohttp.ClientSession, emulator: RunningEmulator) -> Api:
-    return Api(http, emulator, await fetch_bearer(http, emulator))
 
 
 async def control(
@@ -280,11 +200,8 @@ async def test_configured_bearer_token_is_the_one_issued(
 # --- v2 webhooks -----------------------------------------------------------------------
 
 
-async def test_v2_webhook_lifecycle(
-    make_emulator: EmulatorFactory, make_receiver: ReceiverFactory, http: aiohttp.ClientSession
-) -> None:
-    emulator = await make_emulator()
-    api = await api_for(http, emulator)
+async def test_v2_webhook_lifecycle(make_api: ApiFactory, make_receiver: ReceiverFactory) -> None:
+    api = await make_api()
     receiver = await make_receiver()
 
     empty = await api.app("GET", "/2/webhooks")
@@ -316,10 +233,10 @@ async def test_v2_webhook_lifecycle(
 
 
 async def test_v2_webhook_registration_refusals(
-    make_emulator: EmulatorFactory, make_receiver: ReceiverFactory, http: aiohttp.ClientSession
+    make_api: ApiFactory, make_receiver: ReceiverFactory, http: aiohttp.ClientSession
 ) -> None:
-    emulator = await make_emulator(crc_timeout=0.3)
-    api = await api_for(http, emulator)
+    api = await make_api(crc_timeout=0.3)
+    emulator = api.emulator
     good, bad = await make_receiver(), await make_receiver()
 
     async def post(url: str) -> Answer:
@@ -357,11 +274,8 @@ async def test_v2_webhook_registration_refusals(
     assert [h["url"] for h in hooks] == [good.url]
 
 
-async def test_v2_webhook_rate_limit(
-    make_emulator: EmulatorFactory, http: aiohttp.ClientSession
-) -> None:
-    emulator = await make_emulator(webhook_rate_limit=2)
-    api = await api_for(http, emulator)
+async def test_v2_webhook_rate_limit(make_api: ApiFactory) -> None:
+    api = await make_api(webhook_rate_limit=2)
     assert [(await api.app("GET", "/2/webhooks")).status for _ in range(2)] == [200, 200]
     limited = await api.app("GET", "/2/webhooks")
     assert limited.status == 429 and isinstance(limited.error, tweepy.TooManyRequests)
@@ -373,10 +287,9 @@ async def test_v2_webhook_rate_limit(
 
 
 async def test_v2_account_activity_subscriptions(
-    make_emulator: EmulatorFactory, make_receiver: ReceiverFactory, http: aiohttp.ClientSession
+    make_api: ApiFactory, make_receiver: ReceiverFactory
 ) -> None:
-    emulator = await make_emulator(max_webhooks=2, max_subscriptions=1)
-    api = await api_for(http, emulator)
+    api = await make_api(max_webhooks=2, max_subscriptions=1)
     first, second = await make_receiver(), await make_receiver()
     hook = await register(api, first)
     other = await register(api, second)
@@ -438,10 +351,10 @@ async def test_v2_account_activity_subscriptions(
 
 
 async def test_deleting_a_webhook_drops_its_subscriptions(
-    make_emulator: EmulatorFactory, make_receiver: ReceiverFactory, http: aiohttp.ClientSession
+    make_api: ApiFactory, make_receiver: ReceiverFactory, http: aiohttp.ClientSession
 ) -> None:
-    emulator = await make_emulator()
-    api = await api_for(http, emulator)
+    api = await make_api()
+    emulator = api.emulator
     receiver = await make_receiver()
     hook = await register(api, receiver)
     await api.user("POST", f"{AA}/{hook}/subscriptions/all", json={})
@@ -460,10 +373,10 @@ async def test_deleting_a_webhook_drops_its_subscriptions(
 
 
 async def test_deliveries_only_to_subscribed_valid_webhooks(
-    make_emulator: EmulatorFactory, make_receiver: ReceiverFactory, http: aiohttp.ClientSession
+    make_api: ApiFactory, make_receiver: ReceiverFactory, http: aiohttp.ClientSession
 ) -> None:
-    emulator = await make_emulator(max_webhooks=2)
-    api = await api_for(http, emulator)
+    api = await make_api(max_webhooks=2)
+    emulator = api.emulator
     a, b = await make_receiver(), await make_receiver()
     hook_a, hook_b = await register(api, a), await register(api, b)
 
@@ -504,10 +417,10 @@ async def test_deliveries_only_to_subscribed_valid_webhooks(
 
 
 async def test_periodic_crc_invalidates_and_put_revalidates(
-    make_emulator: EmulatorFactory, make_receiver: ReceiverFactory, http: aiohttp.ClientSession
+    make_api: ApiFactory, make_receiver: ReceiverFactory, http: aiohttp.ClientSession
 ) -> None:
-    emulator = await make_emulator(crc_interval=0.2, crc_timeout=0.5)
-    api = await api_for(http, emulator)
+    api = await make_api(crc_interval=0.2, crc_timeout=0.5)
+    emulator = api.emulator
     receiver = await make_receiver()
     hook = await register(api, receiver)
     await api.user("POST", f"{AA}/{hook}/subscriptions/all", json={})
@@ -546,10 +459,9 @@ async def test_periodic_crc_invalidates_and_put_revalidates(
 
 
 async def test_activity_subscription_routes(
-    make_emulator: EmulatorFactory, make_receiver: ReceiverFactory, http: aiohttp.ClientSession
+    make_api: ApiFactory, make_receiver: ReceiverFactory
 ) -> None:
-    emulator = await make_emulator()
-    api = await api_for(http, emulator)
+    api = await make_api()
     hook = await register(api, await make_receiver())
     route = "/2/activity/subscriptions"
 
@@ -636,10 +548,10 @@ async def test_activity_subscription_routes(
 
 
 async def test_activity_deliveries_follow_subscribed_event_types(
-    make_emulator: EmulatorFactory, make_receiver: ReceiverFactory, http: aiohttp.ClientSession
+    make_api: ApiFactory, make_receiver: ReceiverFactory, http: aiohttp.ClientSession
 ) -> None:
-    emulator = await make_emulator()
-    api = await api_for(http, emulator)
+    api = await make_api()
+    emulator = api.emulator
     receiver = await make_receiver()
     hook = await register(api, receiver)
     route = "/2/activity/subscriptions"
@@ -676,10 +588,10 @@ async def test_activity_deliveries_follow_subscribed_event_types(
 
 
 async def test_v11_premium_lifecycle(
-    make_emulator: EmulatorFactory, make_receiver: ReceiverFactory, http: aiohttp.ClientSession
+    make_api: ApiFactory, make_receiver: ReceiverFactory, http: aiohttp.ClientSession
 ) -> None:
-    emulator = await make_emulator(env_names=("dev", "prod"), max_webhooks=2)
-    api = await api_for(http, emulator)
+    api = await make_api(env_names=("dev", "prod"), max_webhooks=2)
+    emulator = api.emulator
     receiver, spare = await make_receiver(), await make_receiver()
 
     created = await api.user("POST", f"{V11}/dev/webhooks.json", params={"url": receiver.url})
@@ -760,10 +672,9 @@ async def test_v11_premium_lifecycle(
 
 
 async def test_v11_crc_failures_use_xs_messages(
-    make_emulator: EmulatorFactory, make_receiver: ReceiverFactory, http: aiohttp.ClientSession
+    make_api: ApiFactory, make_receiver: ReceiverFactory, http: aiohttp.ClientSession
 ) -> None:
-    emulator = await make_emulator(crc_timeout=0.3)
-    api = await api_for(http, emulator)
+    api = await make_api(crc_timeout=0.3)
     receiver = await make_receiver()
     route = f"{V11}/dev/webhooks.json"
     expected = {
@@ -814,22 +725,26 @@ async def test_v11_registration_with_a_signed_form_body(
     [
         ("v2", [("account_activity", None)]),
         ("v1.1", [("account_activity", None)]),
-        ("activity", [("activity", "dm.received"), ("activity", "post.mention.create"),
-                      ("activity", "post.reply.create")]),
+        (
+            "activity",
+            [
+                ("activity", "dm.received"),
+                ("activity", "post.mention.create"),
+                ("activity", "post.reply.create"),
+            ],
+        ),
     ],
 )
 async def test_startup_webhook_is_registered_and_subscribed_like_x_would(
-    make_emulator: EmulatorFactory,
+    make_api: ApiFactory,
     make_receiver: ReceiverFactory,
     http: aiohttp.ClientSession,
     flavour: str,
     expected: list[tuple[str, str | None]],
 ) -> None:
     receiver = await make_receiver()
-    emulator = await make_emulator(
-        receiver.url, api=flavour, env={**ENV, "CATBOT_X_ENV_NAME": "dev"}
-    )
-    api = await api_for(http, emulator)
+    api = await make_api(receiver.url, api=flavour, env={**ENV, "CATBOT_X_ENV_NAME": "dev"})
+    emulator = api.emulator
 
     async def valid() -> bool:
         hooks = (await api.app("GET", "/2/webhooks")).body.get("data", [])
