@@ -1,21 +1,9 @@
 """The emulator's chat page: try the bot in a browser.
 
-- `GET /_emulator/chat`: the page (static HTML, CSS and JS from `static/`, no build step,
-  nothing loaded from elsewhere). It sends DMs through the control API (`POST /_emulator/dm`),
-  X Chat messages through `POST /_emulator/xchat` (each friend can be switched between the
-  two; X Chat turns, both ways, show a lock) and public mentions of the bot through
-  `POST /_emulator/mention`.
-- `GET /_emulator/static/{name}`: the page's files.
-- `GET /_emulator/events`: server-sent events. On connect one `snapshot` (the bot, users,
-  every DM and X Chat message, every public post, the webhooks with their subscriptions, the
-  last deliveries, `xchat`: whether friends can write to the bot on X Chat yet, see
-  `catbot.emulator.xchat_api.xchat_status`); then `message` (a DM or an X Chat message,
-  either way, with its `channel`), `xchat` (the bot registered an X Chat key), `post` (a
-  public post: a mention or the bot's post, with
-  `users` naming its author and the users it involves), `delivery` (status, error and
-  latency of each POST to a webhook), `webhooks` (the registry or a CRC result changed) and
-  `reset`. A comment every few seconds keeps proxies and the browser from timing the stream
-  out.
+`GET /_emulator/chat` serves the page (static files from `static/`, no build step, nothing
+loaded from elsewhere); it writes through the control API and follows every change over
+`GET /_emulator/events` (server-sent events: a `snapshot`, then each change as the state's
+feed tells it). The events and their data are described in docs/emulator.md.
 """
 
 from __future__ import annotations
