@@ -168,6 +168,7 @@ def chat_received(
     key_change: str | None = None,
     bot_id: str,
     event_id: str = "e4f4d3fc-8bbf-4928-92eb-e5058d6bb6f6",
+    conversation_key_version: str | None = None,
 ) -> dict[str, Any]:
     """An X Activity API `chat.received` delivery shaped like X's documented example
     (x-api/activity/event-payloads, "Chat events (XChat)")."""
@@ -181,6 +182,8 @@ def chat_received(
     }
     if key_change:
         payload["conversation_key_change_event"] = key_change
+    if conversation_key_version is not None:
+        payload["conversation_key_version"] = conversation_key_version
     return {
         "data": {
             "event_uuid": "8511582263942905822",
