@@ -7,7 +7,7 @@ aiosqlite the SQL parameters) are held at INFO or above, so no DM text reaches a
 Our own events (and the webhook's access log, `AccessLog`) go through structlog alone: a
 level filter that costs nothing for a dropped call, then the processors, then one write of
 the whole line. Routing them through the standard library as well (a LogRecord, a handler,
-a formatter that copies the record) cost three times as much per line, and at INFO the
+a formatter that copies the record) costs three times as much per line, and at INFO the
 webhook writes two lines per delivery (docs/performance.md, "Logging").
 """
 
@@ -139,7 +139,7 @@ _PARSE_ERROR_KINDS: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
-def parse_error_kind(exc: BaseException) -> str | None:
+def _parse_error_kind(exc: BaseException) -> str | None:
     """The metric label of an HTTP parse error, or None when `exc` is not one."""
     for cls, kind in _PARSE_ERROR_KINDS:
         if isinstance(exc, cls):
@@ -175,7 +175,7 @@ class ServerErrorLog(logging.LoggerAdapter[logging.Logger]):
         self._summaries = get_logger("catbot.http")
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
-        kind = parse_error_kind(_exception_of(kwargs.get("exc_info")))
+        kind = _parse_error_kind(_exception_of(kwargs.get("exc_info")))
         if kind is None:
             super().log(level, msg, *args, **kwargs)
             return

@@ -30,7 +30,7 @@ Channel = Literal["dm", "post"]
 
 MAX_POST_WEIGHT: Final = 280
 MAX_DM_CHARS: Final = 10_000
-ELLIPSIS: Final = "…"
+_ELLIPSIS: Final = "…"
 
 # A suffix is shortened by whole words, each with the whitespace before it: a URL or a
 # handle is kept whole or dropped, never cut into something that links elsewhere.
@@ -80,7 +80,7 @@ def _shortened(body: str, fits: Callable[[str], bool]) -> str:
     boundary when one is near (Chinese has none: it is cut between characters)."""
 
     def text(size: int) -> str:
-        return body[:size].rstrip() + ELLIPSIS
+        return body[:size].rstrip() + _ELLIPSIS
 
     size = _largest(len(body), lambda n: fits(text(n)))
     if size is None:

@@ -26,7 +26,7 @@ from catbot.brain import (
     utc_day,
 )
 from catbot.facts import load_corpus
-from catbot.textfit import ELLIPSIS
+from catbot.textfit import _ELLIPSIS
 
 # 2025-06-15 12:00:00 UTC, computed rather than hard-coded as an epoch number.
 NOON = datetime(2025, 6, 15, 12, 0, tzinfo=UTC).timestamp()
@@ -361,7 +361,7 @@ def test_render_cuts_a_body_over_the_dm_limit() -> None:
     decision = decide("hi", user(), NOON, policy)
     text = render(decision, "a" * (MAX_DM_CHARS + 10), policy)
     assert len(text) == MAX_DM_CHARS
-    assert text == "a" * (MAX_DM_CHARS - len(ELLIPSIS)) + ELLIPSIS
+    assert text == "a" * (MAX_DM_CHARS - len(_ELLIPSIS)) + _ELLIPSIS
 
 
 def test_fact_length_budget() -> None:
@@ -532,13 +532,13 @@ def test_a_url_in_the_suffix_is_kept_whole_or_dropped() -> None:
 def test_a_body_too_long_for_a_post_is_cut_with_an_ellipsis() -> None:
     policy = Policy.build(10.0, 5, None, " #cats")
     decision = decide("猫", user(), NOON, policy)
-    cat, dot = parse_tweet("猫").weightedLength, parse_tweet(ELLIPSIS).weightedLength
+    cat, dot = parse_tweet("猫").weightedLength, parse_tweet(_ELLIPSIS).weightedLength
     text = render(decision, "猫" * 200, policy, "post")
-    assert text == "猫" * ((280 - dot) // cat) + ELLIPSIS
+    assert text == "猫" * ((280 - dot) // cat) + _ELLIPSIS
     assert x_takes_post(text)
     # Words are cut at a space when one is near.
     text = render(decision, "purr " * 100, policy, "post")
-    assert x_takes_post(text) and text.endswith("purr" + ELLIPSIS)
+    assert x_takes_post(text) and text.endswith("purr" + _ELLIPSIS)
     assert parse_tweet(text).weightedLength > 270
 
 
@@ -581,7 +581,7 @@ def test_every_public_reply_is_a_post_x_takes(
     elif x_takes_post(body):
         assert reply.startswith(body) and suffix.startswith(reply[len(body):])
     else:
-        assert reply.endswith(ELLIPSIS)
+        assert reply.endswith(_ELLIPSIS)
 
 
 @given(suffix=st.one_of(suffixes, st.integers(9_000, 11_000).map(lambda n: "x " * (n // 2))),
@@ -602,7 +602,7 @@ def test_every_dm_reply_is_within_x_dm_limit(
     elif len(body) <= MAX_DM_CHARS:
         assert reply.startswith(body) and suffix.startswith(reply[len(body):])
     else:
-        assert reply.endswith(ELLIPSIS)
+        assert reply.endswith(_ELLIPSIS)
 
 
 def test_state_replace_keeps_frozen_semantics() -> None:

@@ -9,7 +9,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from catbot.commands.demo import FRIEND_ID, SCRIPT, XCHAT_MARK, Conversation, demo_world, run_script
+from catbot.commands.demo import (
+    _FRIEND_ID,
+    _SCRIPT,
+    _XCHAT_MARK,
+    _Conversation,
+    _demo_world,
+    _run_script,
+)
 from catbot.facts import load_corpus
 from testkit.processes import CREDENTIALS, clean_env
 
@@ -87,11 +94,11 @@ def test_demo_once_plays_the_conversation_and_exits_zero(tmp_path: Path) -> None
     facts = {fact.text for fact in load_corpus()}
     replies = [line.split("│", 1)[1].strip() for line in result.stdout.splitlines()
                if line.strip().startswith("catbot │")]
-    dms = [r for r in replies if not r.startswith(XCHAT_MARK)]
+    dms = [r for r in replies if not r.startswith(_XCHAT_MARK)]
     assert sum(reply.removesuffix(" Nya~") in facts for reply in dms) == 2
     assert "(no reply)" in dms
     # The X Chat turn: one encrypted reply, a cat fact as the friend's app decrypted it.
-    encrypted = [r.removeprefix(XCHAT_MARK) for r in replies if r.startswith(XCHAT_MARK)]
+    encrypted = [r.removeprefix(_XCHAT_MARK) for r in replies if r.startswith(_XCHAT_MARK)]
     assert len(encrypted) == 1 and encrypted[0].removesuffix(" Nya~") in facts, replies
 
 
@@ -99,15 +106,15 @@ async def test_demo_fails_without_the_x_chat_reply(tmp_path: Path) -> None:
     """The demo's world, set up as `catbot demo` sets it up, with X refusing every X Chat
     send to the friend for good (a permanent 403 the daemon dead-letters): the script names
     the missing encrypted reply, and only that one, so `--once` exits 1."""
-    async with demo_world(tmp_path) as ports, aiohttp.ClientSession() as session:
+    async with _demo_world(tmp_path) as ports, aiohttp.ClientSession() as session:
         base = f"http://127.0.0.1:{ports.emulator}/_emulator"
         async with session.post(
-            f"{base}/faults", json={"xchat_forbidden_recipients": [FRIEND_ID]}
+            f"{base}/faults", json={"xchat_forbidden_recipients": [_FRIEND_ID]}
         ) as response:
             assert response.status == 200
-        conversation = Conversation(session, ports.emulator)
-        failures = await run_script(conversation, reply_seconds=4)
-        xchat_step = next(step for step in SCRIPT if step.channel == "xchat")
+        conversation = _Conversation(session, ports.emulator)
+        failures = await _run_script(conversation, reply_seconds=4)
+        xchat_step = next(step for step in _SCRIPT if step.channel == "xchat")
         assert failures == [f"{xchat_step.text!r}: expected {xchat_step.describe}, got no reply"]
         async with session.get(f"{base}/stats") as response:
             stats = await response.json()

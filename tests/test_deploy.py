@@ -26,7 +26,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from catbot.commands.cli import build_parser
+from catbot.commands.cli import _build_parser
 from catbot.config import Settings, load_settings
 from catbot.observability import Metrics
 from catbot.store import create_store
@@ -564,7 +564,7 @@ def test_registration_runs_once_from_a_job(rendered: dict[str, list[Doc]]) -> No
         assert referenced == {"CATBOT_PUBLIC_URL"} <= variables
         args = [a.replace("$(CATBOT_PUBLIC_URL)", "https://catbot.example.com/webhook/twitter")
                 for a in container["args"]]
-        parsed = build_parser().parse_args(args)
+        parsed = _build_parser().parse_args(args)
         assert (parsed.command, parsed.action, parsed.url) == \
             ("webhooks", "ensure", "https://catbot.example.com/webhook/twitter")
 

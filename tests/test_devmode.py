@@ -23,14 +23,14 @@ import pytest
 
 from catbot.app import credentials_from
 from catbot.commands.devmode import (
-    READY,
-    STATE_FILE_NAME,
-    DevMode,
-    DevOptions,
-    DevRecord,
-    DevState,
+    _READY,
+    _STATE_FILE_NAME,
+    _dev_settings,
+    _DevMode,
+    _DevOptions,
+    _DevRecord,
+    _DevState,
     _pid_alive,
-    dev_settings,
 )
 from catbot.config import ConfigError, load_settings
 from catbot.x.management import XApiError
@@ -100,9 +100,9 @@ class Dev(Process):
                          env, tmp / f"dev-{self.port}.log")
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        wait_for(lambda: READY in self.output() or not self.alive, timeout=timeout,
+        wait_for(lambda: _READY in self.output() or not self.alive, timeout=timeout,
                  what="catbot dev to be ready")
-        assert READY in self.output(), self.output()
+        assert _READY in self.output(), self.output()
 
     def finish(self, timeout: float = 20.0) -> int:
         """The exit code of a run that stops by itself."""
@@ -178,7 +178,7 @@ def assert_cleaned_up(dev: Dev, emulator: BareEmulator, hook_id: str) -> None:
     deleted = [e["public_url"] for e in dev.ngrok_events() if e["event"] == "tunnel_deleted"]
     assert dev.tunnel_url in deleted
     assert refuses(dev.tunnel_url)
-    assert not (dev.tmp / STATE_FILE_NAME).exists()
+    assert not (dev.tmp / _STATE_FILE_NAME).exists()
 
 
 # --- end to end ------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def test_dev_registers_the_tunnel_answers_and_cleans_up(
     assert "DM the bot account from another account" in out
     # The CRC really came through the tunnel.
     assert any(e["event"] == "request" and e["status"] == 200 for e in dev.ngrok_events())
-    assert (tmp_path / STATE_FILE_NAME).exists()
+    assert (tmp_path / _STATE_FILE_NAME).exists()
 
     assert_answered(emulator, "hello from the tunnel", 1)
 
@@ -271,10 +271,10 @@ def test_ctrl_c_during_registration_still_removes_what_it_made(
     dev.signal(signal.SIGINT)
     assert dev.wait(20) == 0
     out = dev.output()
-    assert READY not in out and "registration in progress" in out
+    assert _READY not in out and "registration in progress" in out
     assert emulator.webhooks() == []
     assert "tunnel closed" in out
-    assert not (tmp_path / STATE_FILE_NAME).exists()
+    assert not (tmp_path / _STATE_FILE_NAME).exists()
 
 
 # --- failures say what to fix ----------------------------------------------------------
@@ -301,7 +301,7 @@ def test_a_slow_crc_answer_says_it_must_come_faster(
     assert emulator.webhooks() == []
     assert "tunnel closed" in dev.output()
     assert any(e["event"] == "tunnel_deleted" for e in dev.ngrok_events())
-    assert not (tmp_path / STATE_FILE_NAME).exists()
+    assert not (tmp_path / _STATE_FILE_NAME).exists()
 
 
 def test_missing_ngrok_is_a_clear_message_at_once(
@@ -346,7 +346,7 @@ def test_dev_settings_default_to_readable_logs_on_loopback(
     for name in list(os.environ):
         if name.startswith("CATBOT_"):
             monkeypatch.delenv(name)
-    settings = dev_settings(_args(api_base="http://127.0.0.1:8099/", port=0))
+    settings = _dev_settings(_args(api_base="http://127.0.0.1:8099/", port=0))
     assert settings.log_format == "text"
     assert settings.host == settings.metrics_host == "127.0.0.1"
     assert settings.x_api_base == "http://127.0.0.1:8099"
@@ -354,18 +354,18 @@ def test_dev_settings_default_to_readable_logs_on_loopback(
 
     monkeypatch.setenv("CATBOT_LOG_FORMAT", "json")
     monkeypatch.setenv("CATBOT_HOST", "0.0.0.0")
-    settings = dev_settings(_args(port=8181))
+    settings = _dev_settings(_args(port=8181))
     assert (settings.log_format, settings.host, settings.port) == ("json", "0.0.0.0", 8181)
 
     monkeypatch.setenv("CATBOT_X_API", "v1.1")
     with pytest.raises(ConfigError, match="CATBOT_X_ENV_NAME"):
-        dev_settings(_args())
+        _dev_settings(_args())
 
 
 def test_the_state_file_survives_garbage_and_disappears_when_empty(tmp_path: Path) -> None:
-    state = DevState(tmp_path / "sub" / STATE_FILE_NAME)
+    state = _DevState(tmp_path / "sub" / _STATE_FILE_NAME)
     assert state.load() == []
-    record = DevRecord(url="https://a.example/webhook", api="v2", api_base="https://api.x.com",
+    record = _DevRecord(url="https://a.example/webhook", api="v2", api_base="https://api.x.com",
                        env_name=None, pid=123, webhook_id="77")
     state.update(add=[record])
     assert state.load() == [record]
@@ -380,7 +380,7 @@ def test_the_state_file_survives_garbage_and_disappears_when_empty(tmp_path: Pat
 def test_a_crc_signed_with_another_secret_points_at_the_consumer_secret() -> None:
     settings = load_settings(None, **{k.lower().removeprefix("catbot_"): v
                                      for k, v in CREDENTIALS.items()})
-    dev = DevMode(settings, credentials_from(settings), DevOptions())
+    dev = _DevMode(settings, credentials_from(settings), _DevOptions())
     refused = XApiError(400, "CrcValidationFailed",
                         "CrcValidationFailed: CRC response_token does not match")
     wrapped = RegistrationError(f"{refused}. more words")

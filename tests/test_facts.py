@@ -33,10 +33,10 @@ from catbot.facts import (
     FactSource,
     RemoteSource,
     load_corpus,
-    pick_unseen,
 )
 from catbot.facts import corpus as corpus_module
 from catbot.facts import remote as remote_module
+from catbot.facts.corpus import _pick_unseen
 
 CORPUS_FILE = Path(catbot.facts.__file__).parent / "corpus.txt"
 
@@ -114,7 +114,7 @@ def test_load_corpus_missing_or_empty_raises(
     content: str | None, language: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if content is not None:
-        (tmp_path / corpus_module.CORPUS_FILES[language]).write_text(content, encoding="utf-8")
+        (tmp_path / corpus_module._CORPUS_FILES[language]).write_text(content, encoding="utf-8")
     monkeypatch.setattr(importlib.resources, "files", lambda _package: tmp_path)
     with pytest.raises(RuntimeError):
         load_corpus(language)
@@ -125,7 +125,7 @@ def test_load_corpus_unknown_language() -> None:
         load_corpus("fr")
 
 
-# --- pick_unseen ----------------------------------------------------------------------
+# --- _pick_unseen ---------------------------------------------------------------------
 
 
 def test_pick_unseen_never_repeats_until_exhausted_then_restarts() -> None:
@@ -134,13 +134,13 @@ def test_pick_unseen_never_repeats_until_exhausted_then_restarts() -> None:
     seen: frozenset[str] = frozenset()
     drawn = []
     for _ in facts:
-        fact, seen = pick_unseen(facts, seen, rng)
+        fact, seen = _pick_unseen(facts, seen, rng)
         drawn.append(fact.id)
     assert len(set(drawn)) == len(facts)
     # A new cycle has begun, remembering only which fact ended the last one.
     assert seen == {"last:" + drawn[-1]}
 
-    fact, seen = pick_unseen(facts, seen, rng)
+    fact, seen = _pick_unseen(facts, seen, rng)
     assert fact in facts and fact.id != drawn[-1]
     assert seen == {fact.id}
 
@@ -163,7 +163,7 @@ def test_the_last_fact_of_a_cycle_never_comes_again_at_once(n: int) -> None:
         seen: frozenset[str] = frozenset()
         drawn = []
         for _ in range(4 * n):
-            fact, seen = pick_unseen(facts, seen, rng)
+            fact, seen = _pick_unseen(facts, seen, rng)
             drawn.append(fact.id)
         assert_cycles(drawn, {f.id for f in facts})
 
@@ -199,7 +199,7 @@ def test_pick_unseen_restart_keeps_ids_from_other_sources() -> None:
     facts = make_facts(3)
     foreign = {"r:" + sha12("remote one"), "r:" + sha12("remote two"), "c:retired00000"}
     seen = frozenset({f.id for f in facts} | foreign)
-    fact, new_seen = pick_unseen(facts, seen, random.Random(1))
+    fact, new_seen = _pick_unseen(facts, seen, random.Random(1))
     assert fact in facts
     assert new_seen == foreign | {fact.id}
 
@@ -208,7 +208,7 @@ def test_pick_unseen_only_picks_unseen_and_is_roughly_uniform() -> None:
     facts = make_facts(4)
     seen = frozenset({facts[0].id})
     rng = random.Random(3)
-    counts = Counter(pick_unseen(facts, seen, rng)[0].id for _ in range(3000))
+    counts = Counter(_pick_unseen(facts, seen, rng)[0].id for _ in range(3000))
     assert set(counts) == {f.id for f in facts[1:]}
     for n in counts.values():
         assert 850 < n < 1150  # expected 1000 each; ~5 standard deviations either way
@@ -216,7 +216,7 @@ def test_pick_unseen_only_picks_unseen_and_is_roughly_uniform() -> None:
 
 def test_pick_unseen_rejects_empty() -> None:
     with pytest.raises(ValueError):
-        pick_unseen([], frozenset(), random.Random(0))
+        _pick_unseen([], frozenset(), random.Random(0))
 
 
 @settings(max_examples=200, deadline=None)
@@ -235,7 +235,7 @@ def test_pick_unseen_property(n: int, data: st.DataObject, rng: random.Random) -
     preferred_idx = data.draw(st.sets(st.integers(min_value=0, max_value=n - 1)))
     preferred = {facts[i].id for i in preferred_idx}
 
-    fact, new_seen = pick_unseen(facts, seen, rng, prefer=lambda f: f.id in preferred)
+    fact, new_seen = _pick_unseen(facts, seen, rng, prefer=lambda f: f.id in preferred)
 
     assert fact in facts
     unseen = ids - seen if len(seen_idx) < n else ids
@@ -266,7 +266,7 @@ def test_pick_unseen_asks_about_few_facts_and_stays_uniform_among_preferred() ->
 
     rng = random.Random(7)
     picks = Counter(
-        pick_unseen(facts, frozenset(), rng, prefer=prefer)[0].id for _ in range(20_000)
+        _pick_unseen(facts, frozenset(), rng, prefer=prefer)[0].id for _ in range(20_000)
     )
     # A random order meets a preferred fact after 4 questions on average (1 in 4 is one).
     assert asked / 20_000 < 8
@@ -594,7 +594,7 @@ async def test_remote_cache_honours_max_length(
 async def test_remote_cache_is_bounded(
     api: tuple[CatApi, str], session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(remote_module, "POOL_MAX", 3)
+    monkeypatch.setattr(remote_module, "_POOL_MAX", 3)
     h = Harness(api, session)
     h.api.texts = [f"Remote fact {i}." for i in range(5)]
     for _ in range(5):

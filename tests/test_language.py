@@ -37,8 +37,8 @@ from catbot.brain import (
     render,
 )
 from catbot.config import ConfigError, load_settings
-from catbot.facts import CorpusSource, load_corpus, pick_unseen
-from catbot.facts.corpus import CORPUS_FILES, fact_id
+from catbot.facts import CorpusSource, load_corpus
+from catbot.facts.corpus import _CORPUS_FILES, _pick_unseen, fact_id
 from testkit.processes import BotAndX, Daemon, Emulator, free_port, wait_for
 
 NOON = datetime(2025, 6, 15, 12, 0, tzinfo=UTC).timestamp()
@@ -254,7 +254,7 @@ def test_chinese_conversation_stop_silence_start() -> None:
 
 def test_english_constants_are_the_english_texts() -> None:
     assert TEXTS["en"] == {"help": HELP_TEXT, "stop": STOP_TEXT, "start": START_TEXT}
-    assert set(TEXTS) == set(LANGUAGES) == set(CORPUS_FILES)
+    assert set(TEXTS) == set(LANGUAGES) == set(_CORPUS_FILES)
     for texts in TEXTS.values():
         assert set(texts) == {"help", "stop", "start"}
     for text in TEXTS["zh"].values():
@@ -439,7 +439,7 @@ async def test_interleaved_languages_keep_independent_cycles() -> None:
 def test_pick_unseen_restart_of_one_language_keeps_the_other() -> None:
     zh, en = load_corpus("zh"), load_corpus("en")
     seen = frozenset({f.id for f in zh} | {en[0].id, en[1].id})
-    fact, new_seen = pick_unseen(zh, seen, random.Random(0))
+    fact, new_seen = _pick_unseen(zh, seen, random.Random(0))
     assert fact in zh
     assert new_seen == {fact.id, en[0].id, en[1].id}
 

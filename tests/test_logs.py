@@ -13,7 +13,7 @@ import pytest
 import structlog
 from aiohttp import http_exceptions, web_protocol
 
-from catbot.logs import ServerErrorLog, parse_error_kind
+from catbot.logs import ServerErrorLog, _parse_error_kind
 
 SECRET_BYTES = "b'CONNECT {\"text\": \"a private DM\"} HTTP/1.1'"
 
@@ -46,7 +46,7 @@ def _parse_error() -> http_exceptions.BadHttpMessage:
     (RuntimeError("ours"), None),
 ])
 def test_parse_error_kinds(exc: BaseException, kind: str | None) -> None:
-    assert parse_error_kind(exc) == kind
+    assert _parse_error_kind(exc) == kind
 
 
 def test_parse_errors_are_counted_and_summarised_once_a_while() -> None:

@@ -22,6 +22,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -176,6 +177,7 @@ class FakeX:
 
 
 def make_outbox(clock: VirtualClock, x: FakeX, jitter: float = 0.25) -> Outbox:
+    """An outbox that sends to `x` and waits on `clock`, with an ample send budget."""
     allowances = {
         family: Allowance(
             RateGate(clock=clock.now, sleep=clock.sleep, jitter=lambda: jitter),
@@ -191,10 +193,6 @@ def make_outbox(clock: VirtualClock, x: FakeX, jitter: float = 0.25) -> Outbox:
         store=cast(Any, None), sender=cast(Any, x), facts=cast(Any, None), policy=Policy(),
         metrics=Metrics(), settings=settings, allowances=allowances, clock=clock.now,
     )
-
-
-def dm_gate(outbox: Outbox) -> RateGate:
-    return outbox.allowances[DM].gate
 
 
 def dms(count: int) -> list[InboundDM]:
@@ -226,39 +224,62 @@ def run(clock: VirtualClock, main: Callable[[], Awaitable[Any]]) -> Any:
     return asyncio.run(scenario())
 
 
+@dataclass
+class Scene:
+    """One outbox and the fake X behind it, on one virtual clock."""
+
+    clock: VirtualClock
+    x: FakeX
+    outbox: Outbox
+
+    @classmethod
+    def of(cls, limit: int = 10, window: float = 3.0, **fake_x: Any) -> Scene:
+        clock = VirtualClock()
+        x = FakeX(clock, limit=limit, window=window, **fake_x)
+        return cls(clock, x, make_outbox(clock, x))
+
+    @property
+    def dm_gate(self) -> RateGate:
+        return self.outbox.allowances[DM].gate
+
+    def deliver(self, count: int, workers: int) -> list[SentDM]:
+        """`count` DMs to as many users, answered by `workers` concurrent workers."""
+        results: list[SentDM] = run(
+            self.clock, lambda: deliver_all(self.outbox, dms(count), workers)
+        )
+        return results
+
+    def run(self, main: Callable[[], Awaitable[Any]]) -> Any:
+        return run(self.clock, main)
+
+
 # The race: sends in flight when X says nothing remains ------------------------------------
 
 
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("workers", [4, 16])
 def test_exactly_the_limit_per_window_and_no_429(seed: int, workers: int) -> None:
-    clock = VirtualClock()
-    x = FakeX(clock, limit=10, window=3.0, seed=seed)
-    outbox = make_outbox(clock, x)
-    results = run(clock, lambda: deliver_all(outbox, dms(35), workers))
+    scene = Scene.of(seed=seed)
+    results = scene.deliver(35, workers)
 
     assert len(results) == 35
-    assert x.refused == 0, f"{x.refused} calls wasted on 429"
-    assert x.per_window() == [10, 10, 10, 5]
-    assert dm_gate(outbox).in_flight == 0
+    assert scene.x.refused == 0, f"{scene.x.refused} calls wasted on 429"
+    assert scene.x.per_window() == [10, 10, 10, 5]
+    assert scene.dm_gate.in_flight == 0
 
 
 def test_start_up_mid_window_probes_first_and_wastes_nothing() -> None:
     # A restart: X already counted 8 of 10 in this window, the new process cannot know.
-    clock = VirtualClock()
-    x = FakeX(clock, limit=10, window=3.0, used=8)
-    outbox = make_outbox(clock, x)
-    run(clock, lambda: deliver_all(outbox, dms(12), 4))
+    scene = Scene.of(used=8)
+    scene.deliver(12, 4)
 
-    assert x.refused == 0
-    assert x.per_window() == [2, 10]
+    assert scene.x.refused == 0
+    assert scene.x.per_window() == [2, 10]
 
 
 def test_in_flight_never_exceed_what_x_said_remains() -> None:
-    clock = VirtualClock()
-    x = FakeX(clock, limit=10, window=3.0, seed=3)
-    outbox = make_outbox(clock, x)
-    gate = dm_gate(outbox)
+    scene = Scene.of(seed=3)
+    gate = scene.dm_gate
     seen: list[tuple[int, int]] = []
     acquire = gate.acquire
 
@@ -269,10 +290,10 @@ def test_in_flight_never_exceed_what_x_said_remains() -> None:
         return got
 
     gate.acquire = watched_acquire  # type: ignore[method-assign]
-    run(clock, lambda: deliver_all(outbox, dms(25), 16))
+    scene.deliver(25, 16)
     assert seen
     assert all(in_flight <= remaining for in_flight, remaining in seen), seen
-    assert x.refused == 0
+    assert scene.x.refused == 0
 
 
 # What must keep working ---------------------------------------------------------------------
@@ -281,39 +302,33 @@ def test_in_flight_never_exceed_what_x_said_remains() -> None:
 def test_without_headers_no_deadlock_and_429s_still_close_the_gate() -> None:
     # No x-rate-limit-* headers at all: the gate learns nothing from successes, so 429s
     # are how it finds the limit; after each, one probe at a time.
-    clock = VirtualClock()
-    x = FakeX(clock, limit=10, window=3.0, headers=False)
-    outbox = make_outbox(clock, x)
-    results = run(clock, lambda: deliver_all(outbox, dms(25), 4))
+    scene = Scene.of(headers=False)
+    results = scene.deliver(25, 4)
 
     assert len(results) == 25
-    assert len(x.sent) == 25
-    assert x.refused >= 1  # nothing tells the gate beforehand
+    assert len(scene.x.sent) == 25
+    assert scene.x.refused >= 1  # nothing tells the gate beforehand
 
 
 def test_failures_without_headers_count_as_spent_and_never_wedge_the_gate() -> None:
     # Every 4th request fails with a 503 after X counted it; the gate assumes it was spent.
-    clock = VirtualClock()
-    x = FakeX(clock, limit=10, window=3.0, fail_every=4)
-    outbox = make_outbox(clock, x)
-    results = run(clock, lambda: deliver_all(outbox, dms(25), 6))
+    scene = Scene.of(fail_every=4)
+    results = scene.deliver(25, 6)
 
     assert len(results) == 25
-    assert x.failed >= 5
-    assert x.refused == 0
-    assert dm_gate(outbox).in_flight == 0
+    assert scene.x.failed >= 5
+    assert scene.x.refused == 0
+    assert scene.dm_gate.in_flight == 0
 
 
 def test_a_429_reopens_with_a_single_probe() -> None:
     # Something else spent the window (another app of the account): the first send meets a
     # 429, the gate closes until the reset, then exactly one request probes.
-    clock = VirtualClock()
-    x = FakeX(clock, limit=10, window=3.0, used=10)
-    outbox = make_outbox(clock, x)
-    run(clock, lambda: deliver_all(outbox, dms(12), 8))
+    scene = Scene.of(used=10)
+    scene.deliver(12, 8)
 
-    assert x.refused == 1
-    assert x.per_window() == [10, 2]
+    assert scene.x.refused == 1
+    assert scene.x.per_window() == [10, 2]
 
 
 def mention(n: int = 1) -> InboundDM:
@@ -323,30 +338,28 @@ def mention(n: int = 1) -> InboundDM:
 
 
 def test_public_replies_size_their_own_allowance_not_the_dm_one() -> None:
-    clock = VirtualClock()
-    x = FakeX(clock, limit=10, window=3.0)
-    x.posts_left, x.posts_reset = 4, clock.now() + 900.0
-    outbox = make_outbox(clock, x)
+    scene = Scene.of()
+    x, outbox, dm_gate = scene.x, scene.outbox, scene.dm_gate
+    x.posts_left, x.posts_reset = 4, scene.clock.now() + 900.0
     post_gate = outbox.allowances[POST].gate
 
     async def main() -> None:
         await outbox.deliver(dms(1)[0], "a cat fact")
-        assert dm_gate(outbox).remaining == 9
+        assert dm_gate.remaining == 9
         await outbox.deliver(mention(), "a cat fact")
-        assert (dm_gate(outbox).remaining, dm_gate(outbox).in_flight) == (9, 0)
+        assert (dm_gate.remaining, dm_gate.in_flight) == (9, 0)
         assert (post_gate.remaining, post_gate.window_reset) == (3, x.posts_reset)
 
-    run(clock, main)
+    scene.run(main)
 
 
 @pytest.mark.parametrize("how", ["429", "remaining 0"])
 def test_a_rate_limited_post_leaves_dms_going_and_parks_posts(how: str) -> None:
     # Issue 14: a 429 (or "0 remain") on POST /2/tweets closed the one gate DMs used too.
-    clock = VirtualClock()
-    x = FakeX(clock, limit=100, window=900.0)
+    scene = Scene.of(limit=100, window=900.0)
+    clock, x, outbox = scene.clock, scene.x, scene.outbox
     x.posts_left = 0 if how == "429" else 1
     x.posts_reset = clock.now() + 900.0
-    outbox = make_outbox(clock, x)
 
     async def main() -> None:
         if how == "429":
@@ -361,9 +374,9 @@ def test_a_rate_limited_post_leaves_dms_going_and_parks_posts(how: str) -> None:
         started = clock.now()
         sent = await deliver_all(outbox, dms(5), 2)
         assert len(sent) == 5 and clock.now() - started < 1.0
-        assert not dm_gate(outbox).is_closed
+        assert not scene.dm_gate.is_closed
 
-    run(clock, main)
+    scene.run(main)
     assert x.posts_refused == (1 if how == "429" else 0)
 
 
@@ -375,14 +388,19 @@ async def settle(rounds: int = 20) -> None:
         await asyncio.sleep(0)
 
 
-def gate_on(clock: VirtualClock) -> RateGate:
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock(start=0.0)
+
+
+@pytest.fixture
+def gate(clock: VirtualClock) -> RateGate:
     return RateGate(clock=clock.now, sleep=clock.sleep, jitter=lambda: 0.5)
 
 
-def test_gate_holds_requests_beyond_the_remaining_allowance() -> None:
-    clock = VirtualClock(start=0.0)
-    gate = gate_on(clock)
-
+def test_gate_holds_requests_beyond_the_remaining_allowance(
+    clock: VirtualClock, gate: RateGate
+) -> None:
     async def main() -> None:
         assert await gate.acquire() == (False, 0.0)
         gate.release(False, True, remaining=2, reset_at=10.0)
@@ -406,9 +424,7 @@ def test_gate_holds_requests_beyond_the_remaining_allowance() -> None:
     asyncio.run(main())
 
 
-def test_gate_late_answer_from_an_old_window_is_ignored() -> None:
-    clock = VirtualClock(start=0.0)
-    gate = gate_on(clock)
+def test_gate_late_answer_from_an_old_window_is_ignored(gate: RateGate) -> None:
     gate.release(False, True, remaining=3, reset_at=10.0)
     gate.release(False, True, remaining=9, reset_at=13.0)  # a new window
     gate.release(False, True, remaining=0, reset_at=10.0)  # late, about the old one
@@ -418,18 +434,15 @@ def test_gate_late_answer_from_an_old_window_is_ignored() -> None:
     assert gate.remaining == 8
 
 
-def test_gate_request_that_never_left_spends_nothing() -> None:
-    clock = VirtualClock(start=0.0)
-    gate = gate_on(clock)
+def test_gate_request_that_never_left_spends_nothing(gate: RateGate) -> None:
     gate.release(False, True, remaining=3, reset_at=10.0)
     gate.release(False, False, spent=False)
     assert gate.remaining == 3
 
 
-def test_gate_probes_again_once_the_known_window_has_reset() -> None:
-    clock = VirtualClock(start=0.0)
-    gate = gate_on(clock)
-
+def test_gate_probes_again_once_the_known_window_has_reset(
+    clock: VirtualClock, gate: RateGate
+) -> None:
     async def main() -> None:
         gate.release(False, True, remaining=5, reset_at=10.0)
         assert (await gate.acquire())[0] is False
@@ -448,9 +461,7 @@ def test_gate_probes_again_once_the_known_window_has_reset() -> None:
 
 
 def test_outbox_start_requires_a_probe() -> None:
-    clock = VirtualClock()
-    outbox = make_outbox(clock, FakeX(clock, limit=10, window=3.0))
-    assert dm_gate(outbox).is_closed
+    assert Scene.of().dm_gate.is_closed
 
 
 # The real daemon against the real emulator -------------------------------------------------

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from catbot.x.management import Subscription, Webhook, XApiError
-from catbot.x.registration import RegistrationError, ensure_webhook, is_tunnel_url
+from catbot.x.registration import RegistrationError, _is_tunnel_url, ensure_webhook
 
 
 @dataclass
@@ -144,6 +144,6 @@ async def test_crc_failure_on_create_says_what_to_fix() -> None:
 
 
 def test_tunnel_hosts() -> None:
-    assert is_tunnel_url("https://x1.ngrok-free.app/a")
-    assert not is_tunnel_url("https://ngrok-free.app.evil.example/a")
-    assert not is_tunnel_url("https://bot.example.com/a")
+    assert _is_tunnel_url("https://x1.ngrok-free.app/a")
+    assert not _is_tunnel_url("https://ngrok-free.app.evil.example/a")
+    assert not _is_tunnel_url("https://bot.example.com/a")

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestServer
 
 from catbot.config import ConfigError, load_settings
 from catbot.facts import CorpusSource, Fact, RemoteSource
-from catbot.facts.remote import MAX_BODY_BYTES
+from catbot.facts.remote import _MAX_BODY_BYTES
 from testkit.processes import CREDENTIALS, clean_env, free_port
 
 MIB = 1024 * 1024
@@ -50,10 +50,10 @@ class Hostile:
         if self.mode == "redirect":
             raise web.HTTPFound(self.redirect_to)
         if self.mode == "exact":
-            return web.Response(body=padded_fact(MAX_BODY_BYTES), content_type="application/json")
+            return web.Response(body=padded_fact(_MAX_BODY_BYTES), content_type="application/json")
         if self.mode == "over":
             return web.Response(
-                body=padded_fact(MAX_BODY_BYTES + 1), content_type="application/json"
+                body=padded_fact(_MAX_BODY_BYTES + 1), content_type="application/json"
             )
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         if self.mode == "declared":

@@ -11,7 +11,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from yarl import URL
 
 from catbot.emulator.oauth import AuthOutcome, RequestToVerify, verify
 from catbot.emulator.oauth import Credentials as OAuthCredentials
@@ -43,12 +42,10 @@ class FakeX:
     auth: list[AuthOutcome] = field(default_factory=list)
     fail_next: list[tuple[int, dict[str, Any], dict[str, str], str]] = field(default_factory=list)
     version_field: str = "public_key_version"
-    name_bulk_entries: bool = True
     friend: Friend | None = None
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.checks])
-        app.router.add_get("/2/users/public_keys", self.bulk)
         app.router.add_get("/2/users/{id}/public_keys", self.get_keys)
         app.router.add_post("/2/users/{id}/public_keys", self.add_key)
         app.router.add_post("/2/chat/conversations/{id}/messages", self.send)
@@ -78,12 +75,6 @@ class FakeX:
         if user not in self.keys:
             return web.json_response({"errors": [{"title": "Not Found Error"}]}, status=404)
         return web.json_response({"data": self.keys[user]})
-
-    async def bulk(self, request: web.Request) -> web.Response:
-        ids = request.query["ids"].split(",")
-        data = [({"user_id": uid} if self.name_bulk_entries else {}) | entry
-                for uid in ids for entry in self.keys.get(uid, [])]
-        return web.json_response({"data": data})
 
     async def add_key(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -193,26 +184,6 @@ async def test_keys_of_a_user_without_any_are_empty(x: tuple[FakeX, XChatClient]
                         "identity_public_key_signature": friend.keys.identity_public_key_signature,
                         "version": friend.version}]  # the older pages' field name
     assert await client.get_public_keys("42") == [friend.record()]
-
-
-async def test_bulk_lookup(x: tuple[FakeX, XChatClient]) -> None:
-    fake, client = x
-    friends = [Friend(str(n)) for n in (42, 43)]
-    for friend in friends:
-        fake.keys[friend.user_id] = [{
-            "public_key": friend.keys.public_key,
-            "signing_public_key": friend.keys.signing_public_key,
-            "identity_public_key_signature": friend.keys.identity_public_key_signature,
-            "public_key_version": friend.version,
-        }]
-    got = await client.get_public_keys_bulk(["42", "43", "42"])
-    assert got == {f.user_id: [f.record()] for f in friends}
-    method, path = fake.calls[-1]
-    assert method == "GET"
-    assert URL(path).path == "/2/users/public_keys" and URL(path).query["ids"] == "42,43"
-    fake.name_bulk_entries = False  # the OpenAPI `PublicKey` has no user id
-    unnamed = await client.get_public_keys_bulk(["42", "43"])
-    assert unnamed == {"42": [], "43": []}
 
 
 async def test_a_reply_reaches_x_and_the_friend_reads_it(x: tuple[FakeX, XChatClient]) -> None:

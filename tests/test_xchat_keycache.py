@@ -166,12 +166,3 @@ async def test_a_cancelled_fetcher_does_not_cancel_the_others(x: FakeX, clock: C
     x.gate.set()
     assert await asyncio.wait_for(second, 5) == x.keys["42"]
     assert first.cancelled()
-
-
-async def test_invalidate_forgets_a_user(x: FakeX, clock: Clock) -> None:
-    x.keys["42"] = [record("42", "1")]
-    keys = cache(x, clock)
-    await keys.get("42")
-    keys.invalidate("42")
-    await keys.get("42")
-    assert len(x.calls) == 2

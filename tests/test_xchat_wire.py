@@ -9,13 +9,12 @@ import pytest
 
 from catbot.xchat.errors import MalformedPayloadError
 from catbot.xchat.wire import (
-    MAX_ENCODED_CHARS,
+    _MAX_ENCODED_CHARS,
     canonical_conversation_id,
     conversation_participants,
     parse_chat_received,
     parse_conversation_events,
     parse_public_keys,
-    parse_public_keys_bulk,
     parse_registered_version,
     parse_sent_event,
     send_path_id,
@@ -107,7 +106,7 @@ def broken(path: tuple[str, ...], value: Any) -> dict[str, Any]:
     (("encoded_event",), KeyError),
     (("encoded_event",), "not base64!"),
     (("encoded_event",), 42),
-    (("encoded_event",), "A" * (MAX_ENCODED_CHARS + 4)),
+    (("encoded_event",), "A" * (_MAX_ENCODED_CHARS + 4)),
     (("conversation_key_change_event",), "%%%"),
 ])
 def test_broken_deliveries_are_malformed(path: tuple[str, ...], value: Any) -> None:
@@ -160,19 +159,6 @@ def test_public_key_records_under_either_version_name() -> None:
     }
     assert parse_public_keys({"data": {**KEY, "version": 7}}, "9")[0].version == "7"
     assert parse_public_keys({"errors": [{"title": "Not Found Error"}]}, "9") == []
-
-
-def test_bulk_records_are_attributed_only_when_x_says_whose() -> None:
-    body = {"data": [{**KEY, "user_id": "1", "public_key_version": "10"},
-                     {**KEY, "id": "2", "public_key_version": "20"},
-                     {**KEY, "public_key_version": "30"},
-                     {**KEY, "user_id": "99", "public_key_version": "40"}]}
-    result = parse_public_keys_bulk(body, ["1", "2", "3"])
-    assert {uid: [r.version for r in recs] for uid, recs in result.items()} == {
-        "1": ["10"], "2": ["20"], "3": []
-    }
-    single = parse_public_keys_bulk({"data": [{**KEY, "public_key_version": "30"}]}, ["3"])
-    assert [r.version for r in single["3"]] == ["30"]
 
 
 def test_answers() -> None:

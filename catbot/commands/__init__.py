@@ -8,3 +8,7 @@ with the emulator (`catbot.emulator.cli`) so that it stays an independent peer.
 Nothing in the daemon imports this package: commands sit on top of `app` and the parts
 below it, never the other way round.
 """
+
+from catbot.commands.cli import main
+
+__all__ = ["main"]

@@ -1,4 +1,5 @@
-"""`catbot <command>`: the daemon, the offline demo and the X emulator."""
+"""`catbot <command>`: one parser for every command, `catbot run` (the daemon) and `catbot
+demo` here, every other command handed to its own module."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,84 +23,92 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+@dataclass(frozen=True)
+class _Command:
+    name: str
+    help: str
+    description: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _commands() -> list[_Command]:
+    """Every `catbot <command>`, in the order `--help` lists them. Longer than a function
+    should be, but a table, not logic: `--help`'s wording and order read in one place."""
+    # Imported when the parser is built, not with this module: `catbot.commands` re-exports
+    # `main`, and importing one command's module (a test, `ports`) must not load them all.
+    from catbot.commands import admin, devmode, doctor, outbox, xchat
+    from catbot.emulator import cli as emulator
+
+    return [
+        _Command(
+            "run", "run the daemon (webhook, outbox workers, metrics)",
+            "Serve X's webhook and answer DMs. Configured by CATBOT_* variables "
+            "and a .env file; see config/catbot.env.example.",
+            _add_env_file, _run,
+        ),
+        _Command(
+            "demo", "the whole bot offline: emulator + daemon + a scripted conversation",
+            "Start the X emulator and the daemon on free loopback ports, let a friend "
+            "DM the bot (a message, help, stop, start) and print the conversation.",
+            _configure_demo, _demo,
+        ),
+        _Command(
+            "emulator", "the local X API emulator alone",
+            "Play X on loopback: DM endpoints, signed webhook deliveries, the "
+            "/_emulator/ control API. Credentials come from the CATBOT_X_* variables.",
+            emulator.configure_parser, emulator.run_from_args,
+        ),
+        _Command(
+            "dev", "dev mode: ngrok tunnel + webhook registration + the daemon",
+            "Open an ngrok tunnel to a local daemon, register it as the webhook, "
+            "subscribe the bot account, and remove what was made on exit (Ctrl-C).",
+            devmode.configure_parser, devmode.run_from_args,
+        ),
+        _Command(
+            "webhooks", "list, ensure, revalidate or delete the app's webhooks at X",
+            "Manage the app's webhooks at X (the flavour of CATBOT_X_API).",
+            admin.configure_webhooks_parser, admin.run_webhooks,
+        ),
+        _Command(
+            "subscriptions", "list, add or remove webhook subscriptions at X",
+            "Manage which accounts' events X delivers to the webhook.",
+            admin.configure_subscriptions_parser, admin.run_subscriptions,
+        ),
+        _Command(
+            "doctor", "preflight checks with a fix for each failure",
+            "Check configuration, credentials, the webhook and subscription at X, "
+            "and a CRC through the public URL. Exit 1 when anything fails.",
+            doctor.configure_parser, doctor.run_from_args,
+        ),
+        _Command(
+            "outbox", "list queued and dead-lettered replies, retry dead letters",
+            "Inspect the outbox beside a running daemon, and queue dead-lettered "
+            "replies again.",
+            outbox.configure_parser, outbox.run_from_args,
+        ),
+        _Command(
+            "xchat", "the bot's X Chat identity: keygen, register",
+            "End-to-end encrypted X Chat messages (docs/xchat.md): make the bot's "
+            "keys (keygen) and register their public half at X (register).",
+            xchat.configure_parser, xchat.run_from_args,
+        ),
+    ]
+
+
+def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="catbot",
         description="A webhook daemon that answers direct messages on X with cat facts.",
     )
     parser.add_argument("--version", action="version", version=f"catbot {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = commands.add_parser(
-        "run", help="run the daemon (webhook, outbox workers, metrics)",
-        description="Serve X's webhook and answer DMs. Configured by CATBOT_* variables "
-        "and a .env file; see config/catbot.env.example.",
-    )
-    _add_env_file(run)
-
-    demo = commands.add_parser(
-        "demo", help="the whole bot offline: emulator + daemon + a scripted conversation",
-        description="Start the X emulator and the daemon on free loopback ports, let a friend "
-        "DM the bot (a message, help, stop, start) and print the conversation.",
-    )
-    demo.add_argument(
-        "--once", action="store_true",
-        help="exit after the scripted conversation: 0 if every expected reply came",
-    )
-    demo.add_argument("--timeout", type=float, default=15.0,
-                      help="seconds to wait for each reply (default 15)")
-
-    from catbot.emulator.cli import configure_parser
-
-    emulator = commands.add_parser(
-        "emulator", help="the local X API emulator alone",
-        description="Play X on loopback: DM endpoints, signed webhook deliveries, the "
-        "/_emulator/ control API. Credentials come from the CATBOT_X_* variables.",
-    )
-    configure_parser(emulator)
-
-    from catbot.commands import admin, devmode, doctor
-
-    dev = commands.add_parser(
-        "dev", help="dev mode: ngrok tunnel + webhook registration + the daemon",
-        description="Open an ngrok tunnel to a local daemon, register it as the webhook, "
-        "subscribe the bot account, and remove what was made on exit (Ctrl-C).",
-    )
-    devmode.configure_parser(dev)
-    webhooks = commands.add_parser(
-        "webhooks", help="list, ensure, revalidate or delete the app's webhooks at X",
-        description="Manage the app's webhooks at X (the flavour of CATBOT_X_API).",
-    )
-    admin.configure_webhooks_parser(webhooks)
-    subscriptions = commands.add_parser(
-        "subscriptions", help="list, add or remove webhook subscriptions at X",
-        description="Manage which accounts' events X delivers to the webhook.",
-    )
-    admin.configure_subscriptions_parser(subscriptions)
-    doctor_parser = commands.add_parser(
-        "doctor", help="preflight checks with a fix for each failure",
-        description="Check configuration, credentials, the webhook and subscription at X, "
-        "and a CRC through the public URL. Exit 1 when anything fails.",
-    )
-    doctor.configure_parser(doctor_parser)
-
-    from catbot.commands import outbox as outbox_admin
-
-    outbox = commands.add_parser(
-        "outbox", help="list queued and dead-lettered replies, retry dead letters",
-        description="Inspect the outbox beside a running daemon, and queue dead-lettered "
-        "replies again.",
-    )
-    outbox_admin.configure_parser(outbox)
-
-    from catbot.commands import xchat as xchat_admin
-
-    xchat = commands.add_parser(
-        "xchat", help="the bot's X Chat identity: keygen, register",
-        description="End-to-end encrypted X Chat messages (docs/xchat.md): make the bot's "
-        "keys (keygen) and register their public half at X (register).",
-    )
-    xchat_admin.configure_parser(xchat)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in _commands():
+        sub = subparsers.add_parser(
+            command.name, help=command.help, description=command.description
+        )
+        command.configure(sub)
+        sub.set_defaults(run_command=command.run)
     return parser
 
 
@@ -109,21 +119,20 @@ def _add_env_file(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _configure_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--once", action="store_true",
+        help="exit after the scripted conversation: 0 if every expected reply came",
+    )
+    parser.add_argument("--timeout", type=float, default=15.0,
+                        help="seconds to wait for each reply (default 15)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    command: Callable[[argparse.Namespace], int] = {
-        "run": _run,
-        "demo": _demo,
-        "emulator": _emulator,
-        "dev": _dev,
-        "webhooks": _webhooks,
-        "subscriptions": _subscriptions,
-        "doctor": _doctor,
-        "outbox": _outbox,
-        "xchat": _xchat,
-    }[args.command]
+    args = _build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run_command
     try:
-        return command(args)
+        return run(args)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
@@ -168,48 +177,6 @@ def _demo(args: argparse.Namespace) -> int:
     return run_until_signalled(
         lambda stop: run_demo(stop, once=args.once, reply_seconds=args.timeout)
     )
-
-
-def _emulator(args: argparse.Namespace) -> int:
-    from catbot.emulator.cli import run_from_args
-
-    return run_from_args(args)
-
-
-def _dev(args: argparse.Namespace) -> int:
-    from catbot.commands.devmode import run_from_args
-
-    return run_from_args(args)
-
-
-def _webhooks(args: argparse.Namespace) -> int:
-    from catbot.commands.admin import run_webhooks
-
-    return run_webhooks(args)
-
-
-def _subscriptions(args: argparse.Namespace) -> int:
-    from catbot.commands.admin import run_subscriptions
-
-    return run_subscriptions(args)
-
-
-def _doctor(args: argparse.Namespace) -> int:
-    from catbot.commands.doctor import run_from_args
-
-    return run_from_args(args)
-
-
-def _outbox(args: argparse.Namespace) -> int:
-    from catbot.commands.outbox import run_from_args
-
-    return run_from_args(args)
-
-
-def _xchat(args: argparse.Namespace) -> int:
-    from catbot.commands.xchat import run_from_args
-
-    return run_from_args(args)
 
 
 def run_until_signalled(

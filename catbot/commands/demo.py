@@ -43,7 +43,7 @@ from catbot.xchat.client import XChatClient
 from catbot.xchat.errors import XChatError
 from catbot.xchat.identity import generate_identity, load_identity
 
-FRIEND_ID = "2244994945"
+_FRIEND_ID = "2244994945"
 FRIEND_NAME = "Ada"
 BOT_USER_ID = "1000"
 SUFFIX = " Nya~"
@@ -76,7 +76,7 @@ def _is_fact(reply: str) -> bool:
     return reply.endswith(SUFFIX) and reply.removesuffix(SUFFIX) in facts
 
 
-SCRIPT = (
+_SCRIPT = (
     Step("hi catbot! got any cat facts?", _is_fact, "a cat fact"),
     Step("help", lambda r: r == HELP_TEXT + SUFFIX, "the help text"),
     Step("stop", lambda r: r == STOP_TEXT + SUFFIX, "the opt-out confirmation"),
@@ -159,7 +159,7 @@ class DemoSetupError(Exception):
 
 
 @asynccontextmanager
-async def demo_world(workdir: Path) -> AsyncIterator[Ports]:
+async def _demo_world(workdir: Path) -> AsyncIterator[Ports]:
     """Emulator and daemon, wired to each other as a deployment is, until the block exits."""
     ports = Ports(free_port(), free_port(), free_port())
     api_base = f"http://127.0.0.1:{ports.emulator}"
@@ -186,7 +186,7 @@ async def demo_world(workdir: Path) -> AsyncIterator[Ports]:
         await emulator.stop()
 
 
-class Conversation:
+class _Conversation:
     """Talks to the emulator's control API as the friend, and reads the bot's replies."""
 
     def __init__(self, session: aiohttp.ClientSession, emulator_port: int) -> None:
@@ -198,7 +198,7 @@ class Conversation:
         """The friend writes: `/_emulator/dm`, or `/_emulator/xchat` for X Chat."""
         async with self.session.post(
             f"{self.base}/{channel}",
-            json={"sender_id": FRIEND_ID, "sender_name": FRIEND_NAME, "text": text},
+            json={"sender_id": _FRIEND_ID, "sender_name": FRIEND_NAME, "text": text},
         ) as response:
             response.raise_for_status()
             result: dict[str, Any] = await response.json()
@@ -206,7 +206,7 @@ class Conversation:
 
     async def new_messages(self) -> list[dict[str, Any]]:
         async with self.session.get(
-            f"{self.base}/messages", params={"user_id": FRIEND_ID}
+            f"{self.base}/messages", params={"user_id": _FRIEND_ID}
         ) as response:
             response.raise_for_status()
             messages: list[dict[str, Any]] = (await response.json())["messages"]
@@ -228,18 +228,18 @@ class Conversation:
 
 
 # X Chat turns are marked: end-to-end encrypted on the way, shown as each side reads them.
-XCHAT_MARK = "[X Chat] "
+_XCHAT_MARK = "[X Chat] "
 
 
 def _say(who: str, text: str, channel: str = "dm") -> None:
-    mark = XCHAT_MARK if channel == "xchat" else ""
+    mark = _XCHAT_MARK if channel == "xchat" else ""
     print(f"  {who:>7} │ {mark}{text}", flush=True)
 
 
-async def run_script(conversation: Conversation, reply_seconds: float) -> list[str]:
+async def _run_script(conversation: _Conversation, reply_seconds: float) -> list[str]:
     """Play the script; returns the failures (empty when every reply was as expected)."""
     failures = []
-    for step in SCRIPT:
+    for step in _SCRIPT:
         await conversation.new_messages()
         await conversation.send(step.text, step.channel)
         _say(FRIEND_NAME, step.text, step.channel)
@@ -262,7 +262,7 @@ async def run_demo(stop: asyncio.Event, once: bool = False, reply_seconds: float
     configure_logging("text", "WARNING")
     with tempfile.TemporaryDirectory(prefix="catbot-demo-") as workdir:
         try:
-            async with demo_world(Path(workdir)) as ports, \
+            async with _demo_world(Path(workdir)) as ports, \
                     aiohttp.ClientSession() as session:
                 return await _play(ports, session, stop, once, reply_seconds)
         except DemoSetupError as exc:
@@ -283,8 +283,8 @@ async def _play(
         f"Chat with the bot in a browser: {chat_url}\n",
         flush=True,
     )
-    conversation = Conversation(session, ports.emulator)
-    failures = await run_script(conversation, reply_seconds)
+    conversation = _Conversation(session, ports.emulator)
+    failures = await _run_script(conversation, reply_seconds)
     print()
     if failures:
         print("demo FAILED:", *failures, sep="\n  ", flush=True)
@@ -293,7 +293,7 @@ async def _play(
     if once:
         return 0
     base = f"http://127.0.0.1:{ports.emulator}/_emulator"
-    body = f"-d '{{\"sender_id\": \"{FRIEND_ID}\", \"text\": \"meow?\"}}'"
+    body = f"-d '{{\"sender_id\": \"{_FRIEND_ID}\", \"text\": \"meow?\"}}'"
     print(
         f"\nThe bot keeps running. Chat with it in a browser at {chat_url}\n"
         "(switch a friend to X Chat there), or write to it from a terminal, by DM:\n"
@@ -307,7 +307,7 @@ async def _play(
     return 0
 
 
-async def _follow(conversation: Conversation, stop: asyncio.Event) -> None:
+async def _follow(conversation: _Conversation, stop: asyncio.Event) -> None:
     """Print the conversation as it goes on, until Ctrl-C."""
     while not stop.is_set():
         for message in await conversation.new_messages():

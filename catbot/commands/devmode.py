@@ -54,8 +54,8 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 
-STATE_FILE_NAME = ".catbot-dev.json"
-READY = "catbot dev is ready"
+_STATE_FILE_NAME = ".catbot-dev.json"
+_READY = "catbot dev is ready"
 # One management call to X; registration includes X's CRC round trip through the tunnel.
 API_TIMEOUT_SECONDS = 30.0
 LOOPBACK = ("0.0.0.0", "::", "")
@@ -89,7 +89,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--state-file", type=Path, metavar="PATH",
-        help=f"where dev mode remembers the webhooks it made (default: {STATE_FILE_NAME} "
+        help=f"where dev mode remembers the webhooks it made (default: {_STATE_FILE_NAME} "
         "next to the SQLite database, else in the working directory)",
     )
     parser.add_argument(
@@ -103,14 +103,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 @dataclass(frozen=True)
-class DevOptions:
+class _DevOptions:
     replace: bool = False
     region: str | None = None
     state_file: Path | None = None
     ngrok_timeout: float = 15.0
 
 
-def dev_settings(args: argparse.Namespace) -> Settings:
+def _dev_settings(args: argparse.Namespace) -> Settings:
     """Settings with the command line on top and dev-mode defaults where nothing was set."""
     overrides: dict[str, Any] = {}
     if getattr(args, "api_base", None):
@@ -146,7 +146,7 @@ def dev_settings(args: argparse.Namespace) -> Settings:
 def run_from_args(args: argparse.Namespace) -> int:
     """Run dev mode until SIGINT/SIGTERM; returns the exit code."""
     try:
-        settings = dev_settings(args)
+        settings = _dev_settings(args)
         credentials = credentials_from(settings)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
@@ -154,7 +154,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     configure_logging(settings.log_format, settings.log_level)
     # pyngrok logs every ngrok line at INFO; its errors (WARNING and up) are enough here.
     logging.getLogger("pyngrok").setLevel(max(logging.WARNING, logging.getLogger().level))
-    options = DevOptions(
+    options = _DevOptions(
         replace=bool(getattr(args, "replace", False)),
         region=getattr(args, "region", None),
         state_file=getattr(args, "state_file", None),
@@ -164,7 +164,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 async def _run_until_signalled(
-    settings: Settings, credentials: Credentials, options: DevOptions
+    settings: Settings, credentials: Credentials, options: _DevOptions
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -177,7 +177,7 @@ async def _run_until_signalled(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     try:
-        return await DevMode(settings, credentials, options).run(stop)
+        return await _DevMode(settings, credentials, options).run(stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -187,7 +187,7 @@ async def _run_until_signalled(
 
 
 @dataclass(frozen=True)
-class DevRecord:
+class _DevRecord:
     """A webhook (or, before X answered, a tunnel URL) that one dev run registered."""
 
     url: str
@@ -204,8 +204,8 @@ class DevRecord:
         )
 
 
-class DevState:
-    """The state file: a JSON list of DevRecord, written atomically, gone when empty."""
+class _DevState:
+    """The state file: a JSON list of _DevRecord, written atomically, gone when empty."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -213,9 +213,9 @@ class DevState:
     @staticmethod
     def default_path(settings: Settings) -> Path:
         db = settings.sqlite_path
-        return (db.parent if db is not None else Path.cwd()) / STATE_FILE_NAME
+        return (db.parent if db is not None else Path.cwd()) / _STATE_FILE_NAME
 
-    def load(self) -> list[DevRecord]:
+    def load(self) -> list[_DevRecord]:
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -228,10 +228,10 @@ class DevState:
             # Hand-edited or foreign entries are skipped, never fatal.
             if isinstance(item, dict) and isinstance(item.get("pid"), int):
                 with contextlib.suppress(TypeError, ValueError):
-                    records.append(DevRecord(**item))
+                    records.append(_DevRecord(**item))
         return records
 
-    def save(self, records: Iterable[DevRecord]) -> None:
+    def save(self, records: Iterable[_DevRecord]) -> None:
         items = [asdict(r) for r in records]
         if not items:
             with contextlib.suppress(FileNotFoundError):
@@ -244,7 +244,7 @@ class DevState:
             json.dump(items, handle, indent=2)
         os.replace(tmp, self.path)
 
-    def update(self, remove: Iterable[DevRecord] = (), add: Iterable[DevRecord] = ()) -> None:
+    def update(self, remove: Iterable[_DevRecord] = (), add: Iterable[_DevRecord] = ()) -> None:
         gone = set(remove)
         self.save([r for r in self.load() if r not in gone] + list(add))
 
@@ -274,15 +274,15 @@ def _pid_alive(pid: int) -> bool:
 class Registration:
     result: EnsureResult
     owned: bool  # made by dev mode (now or by a crashed run): delete it on exit
-    record: DevRecord
+    record: _DevRecord
 
 
-class DevMode:
-    def __init__(self, settings: Settings, credentials: Credentials, options: DevOptions) -> None:
+class _DevMode:
+    def __init__(self, settings: Settings, credentials: Credentials, options: _DevOptions) -> None:
         self.settings = settings
         self.credentials = credentials
         self.options = options
-        self.state = DevState(options.state_file or DevState.default_path(settings))
+        self.state = _DevState(options.state_file or _DevState.default_path(settings))
         self.bot_user_id = settings.bot_user_id
         self.ngrok_path: str | None = None
         # Filled by _register, read when a failed registration is cleaned up.
@@ -395,7 +395,7 @@ class DevMode:
         stale = [r for r in self.state.load() if r.same_target(s) and not _pid_alive(r.pid)]
         self._stale_urls = stale_urls = {r.url for r in stale}
         # Written before X is asked: a crash during registration still leaves the URL known.
-        mine = DevRecord(url=url, api=s.x_api, api_base=s.api_base, env_name=s.x_env_name,
+        mine = _DevRecord(url=url, api=s.x_api, api_base=s.api_base, env_name=s.x_env_name,
                          pid=os.getpid(), created_at=time.time())
         self.state.update(add=[mine])
         self._preexisting = {w.id for w in await manager.list_webhooks()}
@@ -417,7 +417,7 @@ class DevMode:
                     continue
                 result.actions.append(f"deleted stale webhook {webhook.id} ({webhook.url})")
         owned = result.created or result.webhook.url in stale_urls
-        record = DevRecord(**{**asdict(mine), "webhook_id": result.webhook.id})
+        record = _DevRecord(**{**asdict(mine), "webhook_id": result.webhook.id})
         done = [r for r in stale if r.url not in left]
         self.state.update(remove=[mine, *done], add=[record] if owned else [])
         return Registration(result, owned, record)
@@ -477,7 +477,7 @@ class DevMode:
         lines = [
             f"  X API {api}, bot account {self.bot_user_id}",
             "",
-            f"{READY}: webhook {registration.result.webhook.id} at "
+            f"{_READY}: webhook {registration.result.webhook.id} at "
             f"{tunnel.public_url + s.webhook_path}",
             "  DM the bot account from another account: replies and logs follow below.",
             f"  metrics {metrics}/metrics, health {metrics}/livez {metrics}/readyz, "

@@ -4,7 +4,7 @@
 fact per line. A fact's id is a hash of its text, so ids stay stable across releases for
 unchanged facts and a user's `seen` set survives a corpus edit (ids of removed facts simply
 never match again). One seen set serves every language: the texts differ, so do the ids,
-and `pick_unseen` only ever forgets the ids of the corpus it picks from, so each language
+and `_pick_unseen` only ever forgets the ids of the corpus it picks from, so each language
 keeps its own no-repeat cycle.
 
 A cycle starts over the moment its last unseen fact is given: the seen set holds no order,
@@ -31,7 +31,7 @@ REMOTE_PREFIX = "r:"
 LAST_PREFIX = "last:"
 
 # The shipped corpus file of each language.
-CORPUS_FILES: Mapping[str, str] = {"en": "corpus.txt", "zh": "corpus_zh.txt"}
+_CORPUS_FILES: Mapping[str, str] = {"en": "corpus.txt", "zh": "corpus_zh.txt"}
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,10 @@ def load_corpus(language: str = "en") -> tuple[Fact, ...]:
     empty.
     """
     try:
-        name = CORPUS_FILES[language]
+        name = _CORPUS_FILES[language]
     except KeyError:
         raise ValueError(
-            f"no cat-fact corpus for language {language!r}; known: {sorted(CORPUS_FILES)}"
+            f"no cat-fact corpus for language {language!r}; known: {sorted(_CORPUS_FILES)}"
         ) from None
     return _read_corpus(name)
 
@@ -73,7 +73,7 @@ def _read_corpus(name: str) -> tuple[Fact, ...]:
     return facts
 
 
-def pick_unseen(
+def _pick_unseen(
     facts: Sequence[Fact],
     seen: frozenset[str],
     rng: random.Random,
@@ -92,7 +92,7 @@ def pick_unseen(
     corpus) restarts from all of them.
     """
     if not facts:
-        raise ValueError("pick_unseen needs at least one fact")
+        raise ValueError("_pick_unseen needs at least one fact")
     ids = {f.id for f in facts}
     notes = {i for i in seen if i.startswith(LAST_PREFIX) and i[len(LAST_PREFIX):] in ids}
     seen = seen - notes
@@ -104,7 +104,7 @@ def pick_unseen(
     candidates = [f for f in unseen if f.id not in just_given] or unseen
     # The first preferred fact of a random order is a uniform pick among the preferred ones,
     # and asks `prefer` about one or two facts instead of all of them: measuring a fact as X
-    # counts it costs about 0.5 ms, so judging a whole corpus blocked the loop for 200 ms.
+    # counts it costs about 0.5 ms, so judging a whole corpus would block the loop ~200 ms.
     order = rng.sample(candidates, len(candidates))
     fact = next((f for f in order if prefer is None or prefer(f)), order[0])
     seen = seen | {fact.id}
@@ -136,7 +136,7 @@ class CorpusSource:
     ) -> None:
         self._by_language: dict[str, tuple[Fact, ...]] | None
         if facts is None:
-            self._by_language = {lang: load_corpus(lang) for lang in CORPUS_FILES}
+            self._by_language = {lang: load_corpus(lang) for lang in _CORPUS_FILES}
             self._any: tuple[Fact, ...] = ()
         elif isinstance(facts, Mapping):
             self._by_language = {lang: tuple(fs) for lang, fs in facts.items()}
@@ -177,7 +177,7 @@ class CorpusSource:
         turn (the reply's suffix then gives way): every fact is in every cycle, so a change
         of budget never resets anyone's cycle or brings back a fact given a moment ago.
         """
-        return pick_unseen(self.facts_in(language), seen, self._rng,
+        return _pick_unseen(self.facts_in(language), seen, self._rng,
                            prefer=lambda fact: post_weight(fact.text) <= max_length)
 
     async def fact_for(

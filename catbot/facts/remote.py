@@ -5,7 +5,7 @@ So each request is bounded by a timeout, a failure pauses remote calls for a whi
 every miss falls back to recently fetched remote facts and then to the embedded corpus.
 The remote speaks English only: facts in any other language come from the corpus.
 
-The remote is also untrusted input: its answer is read up to `MAX_BODY_BYTES` and no further
+The remote is also untrusted input: its answer is read up to `_MAX_BODY_BYTES` and no further
 (a server streaming without end cannot grow the daemon's memory), a redirect is a failure
 (the configured URL is the only place facts come from), and the URL must be https unless it
 is on loopback (plain http elsewhere lets anyone on the path choose what the bot says).
@@ -32,17 +32,17 @@ Outcome = Literal["remote", "cache", "fallback", "corpus"]
 REMOTE_LANGUAGE = "en"
 
 # Enough variety to serve from during an outage without letting memory grow with uptime.
-POOL_MAX = 500
+_POOL_MAX = 500
 # Remote ids are unbounded in number, unlike corpus ids; cap them so per-user state stays small.
 SEEN_REMOTE_MAX = 200
 BACKOFF_MAX_SECONDS = 30.0
 # catfact.ninja's answers are under 1 KiB; anything near this is not a fact.
-MAX_BODY_BYTES = 64 * 1024
+_MAX_BODY_BYTES = 64 * 1024
 _READ_CHUNK = 16 * 1024
 
 
 class BodyTooLarge(Exception):
-    """The remote sent (or announced) more than MAX_BODY_BYTES."""
+    """The remote sent (or announced) more than _MAX_BODY_BYTES."""
 
 
 class RemoteSource:
@@ -59,7 +59,7 @@ class RemoteSource:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         on_outcome: Callable[[str], None] | None = None,
-        max_body_bytes: int = MAX_BODY_BYTES,
+        max_body_bytes: int = _MAX_BODY_BYTES,
     ) -> None:
         problem = https_unless_loopback(url)
         if problem is not None:
@@ -178,7 +178,7 @@ class RemoteSource:
             return
         self._pool.pop(fact.id, None)  # re-insert so a refetched fact counts as new
         self._pool[fact.id] = (fact, self._clock())
-        while len(self._pool) > POOL_MAX:
+        while len(self._pool) > _POOL_MAX:
             del self._pool[next(iter(self._pool))]
 
     def _expire(self, now: float) -> None:

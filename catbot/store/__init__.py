@@ -1,4 +1,10 @@
-"""Durable storage behind one protocol; `open_store` picks the implementation by URL."""
+"""Durable storage behind one protocol (`Store`, in `base`): the dedupe of event ids, the job
+queue with leases, user state, dead letters and X Chat's sealed conversation keys.
+
+`create_store` picks the implementation by `CATBOT_STORE_URL`: `sqlite` (one file, one
+owning daemon; the default) or `redis` (several replicas). Both pass one contract suite,
+tests/test_store_contract.py.
+"""
 
 from __future__ import annotations
 

@@ -285,8 +285,12 @@ class SQLiteStore:
     ) -> _T:
         """Run `fn(connection, arg)` on aiosqlite's connection thread, in its queue order.
 
-        aiosqlite has no public call for this; `_execute` is what all its methods use (the
-        version is pinned, and the store's contract tests run through here).
+        The one place the store uses aiosqlite's private API: a whole enqueue transaction
+        must be one trip to that thread (see `_enqueue_batch`), and aiosqlite (0.22.1,
+        pinned in constraints.txt) has no public call that runs a function there; its
+        public methods are each one statement, one trip. `_execute(fn, *args)` queues
+        `fn(*args)` behind every earlier call and `_conn` is the `sqlite3.Connection`;
+        tests/test_aiosqlite_private.py fails first if a new aiosqlite changes either.
         """
         db = self.db
         run = cast(Callable[..., Awaitable[_T]], db._execute)

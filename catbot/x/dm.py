@@ -124,11 +124,11 @@ class DMSender:
         try:
             response = await request
         except tweepy.TooManyRequests as exc:
-            raise RateLimited(_describe(exc), _reset_at(exc.response)) from exc
+            raise RateLimited(describe_http_error(exc), rate_limit_reset(exc.response)) from exc
         except tweepy.TwitterServerError as exc:
-            raise TransientSendError(_describe(exc)) from exc
+            raise TransientSendError(describe_http_error(exc)) from exc
         except tweepy.HTTPException as exc:
-            raise _classify_client_error(exc) from exc
+            raise classify_client_error(exc) from exc
         except aiohttp.ClientResponseError as exc:
             # A non-JSON error body (a proxy's HTML page): only the status is known.
             if exc.status == 429:
@@ -168,11 +168,12 @@ async def _sent(response: aiohttp.ClientResponse) -> SentDM:
     return SentDM(
         dm_event_id=None if event_id is None else str(event_id),
         remaining=int(remaining) if remaining and remaining.isdigit() else None,
-        reset_at=_reset_at(response),
+        reset_at=rate_limit_reset(response),
     )
 
 
-def _reset_at(response: Any) -> float | None:
+def rate_limit_reset(response: Any) -> float | None:
+    """`x-rate-limit-reset` (epoch seconds) of a response, or None when absent or garbled."""
     value = getattr(response, "headers", {}).get("x-rate-limit-reset")
     try:
         return float(value) if value is not None else None
@@ -184,7 +185,8 @@ def _status(exc: tweepy.HTTPException) -> int:
     return int(getattr(exc.response, "status", 0) or 0)
 
 
-def _describe(exc: tweepy.HTTPException) -> str:
+def describe_http_error(exc: tweepy.HTTPException) -> str:
+    """Status, X's error codes and (the start of) its messages: bounded, no request data."""
     codes = ",".join(str(code) for code in exc.api_codes)
     messages = "; ".join(str(m) for m in exc.api_messages)[:200]
     parts = [f"HTTP {_status(exc)}"]
@@ -195,13 +197,14 @@ def _describe(exc: tweepy.HTTPException) -> str:
     return ": ".join(parts)
 
 
-def _classify_client_error(exc: tweepy.HTTPException) -> SendError:
+def classify_client_error(exc: tweepy.HTTPException) -> SendError:
+    """A 4xx from X as the failure class that says what the outbox does next."""
     codes = set(exc.api_codes)
     status = _status(exc)
     if codes & PERMANENT_CODES:
-        return PermanentSendError(_describe(exc))
+        return PermanentSendError(describe_http_error(exc))
     if status == 401 or codes & APP_CODES:
-        return AppSendError(_describe(exc))
+        return AppSendError(describe_http_error(exc))
     if status in (408, 409, 425):
-        return TransientSendError(_describe(exc))
-    return PermanentSendError(_describe(exc))
+        return TransientSendError(describe_http_error(exc))
+    return PermanentSendError(describe_http_error(exc))

@@ -37,7 +37,7 @@ class EnsureResult:
     actions: list[str] = field(default_factory=list)
 
 
-def is_tunnel_url(url: str) -> bool:
+def _is_tunnel_url(url: str) -> bool:
     host = (urlsplit(url).hostname or "").lower()
     return host.endswith(_TUNNEL_DOMAINS)
 
@@ -104,7 +104,7 @@ async def _ensure_registered(
         if not exc.means(*LIMIT_REASONS):
             raise _explain(exc, url) from exc
 
-    stale = [w for w in webhooks if w.url in stale_urls or is_tunnel_url(w.url)]
+    stale = [w for w in webhooks if w.url in stale_urls or _is_tunnel_url(w.url)]
     doomed = stale or (webhooks if replace else [])
     if not doomed:
         taken = ", ".join(f"{w.id} ({w.url})" for w in webhooks) or "unknown webhooks"

@@ -9,7 +9,6 @@ Auth: the reference pages show OAuth 2.0 user tokens, but X's OpenAPI descriptio
 (openapi.json v2.168, xdevplatform/docs) lists `UserToken` (OAuth 1.0a user context) as an
 alternative on every route used here. Routes and bodies:
 - `GET /2/users/{id}/public_keys` (x-api/users/get-user-public-keys)
-- `GET /2/users/public_keys?ids=` (x-api/users/get-public-keys-for-multiple-users)
 - `POST /2/users/{id}/public_keys` (x-api/chat/add-public-key); X allows only a few of
   these per 24 h (X's sample bot, chat-xdk examples/python/register.py), hence `ensure_registered`
 - `POST /2/chat/conversations/{id}/messages` (x-api/chat/send-chat-message), 201
@@ -20,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +32,9 @@ from catbot.x.dm import (
     PermanentSendError,
     RateLimited,
     TransientSendError,
-    _classify_client_error,
-    _describe,
-    _reset_at,
+    classify_client_error,
+    describe_http_error,
+    rate_limit_reset,
     tweepy_client,
 )
 from catbot.xchat.crypto import SendPayload
@@ -48,7 +46,6 @@ from catbot.xchat.wire import (
     PublicKeyRecord,
     parse_conversation_events,
     parse_public_keys,
-    parse_public_keys_bulk,
     parse_registered_version,
     parse_sent_event,
 )
@@ -57,7 +54,6 @@ from catbot.xchat.wire import (
 _PATH_ID = re.compile(r"^([0-9]{1,19}|[0-9]{1,19}-[0-9]{1,19}|g[0-9]{1,19})$")
 # X's sample bot reads this header for when the 24-hour key-registration budget frees up.
 _DAILY_RESET = "x-user-limit-24hour-reset"
-BULK_LIMIT = 100  # "You can specify up to 100 IDs."
 
 
 @dataclass(frozen=True)
@@ -96,23 +92,6 @@ class XChatClient:
         body, _ = await self._call("GET", f"/2/users/{user_id}/public_keys", missing_ok=True)
         return parse_public_keys(body, user_id)
 
-    async def get_public_keys_bulk(
-        self, user_ids: Sequence[str]
-    ) -> dict[str, list[PublicKeyRecord]]:
-        """Several users' keys in one call per 100 ids (see `wire.parse_public_keys_bulk`
-        for why entries X does not attribute are dropped)."""
-        wanted = list(dict.fromkeys(user_ids))
-        for user_id in wanted:
-            _check_user_id(user_id)
-        result: dict[str, list[PublicKeyRecord]] = {}
-        for start in range(0, len(wanted), BULK_LIMIT):
-            chunk = wanted[start:start + BULK_LIMIT]
-            body, _ = await self._call(
-                "GET", "/2/users/public_keys", params={"ids": ",".join(chunk)}, missing_ok=True
-            )
-            result.update(parse_public_keys_bulk(body, chunk))
-        return result
-
     async def add_public_key(self, user_id: str, body: dict[str, Any]) -> str | None:
         """One registration write; the version X assigned, when the answer names it."""
         _check_user_id(user_id)
@@ -147,7 +126,7 @@ class XChatClient:
         return SentChat(
             encoded_message_event=parse_sent_event(body),
             remaining=int(remaining) if remaining and remaining.isdigit() else None,
-            reset_at=_reset_at(response) if response else None,
+            reset_at=rate_limit_reset(response) if response else None,
         )
 
     async def get_conversation_events(
@@ -178,15 +157,15 @@ class XChatClient:
                 method, route, params=params or {}, json=body, user_auth=True
             )
         except tweepy.TooManyRequests as exc:
-            raise RateLimited(_describe(exc), _limit_reset(exc.response)) from exc
+            raise RateLimited(describe_http_error(exc), _limit_reset(exc.response)) from exc
         except tweepy.TwitterServerError as exc:
-            raise TransientSendError(_describe(exc)) from exc
+            raise TransientSendError(describe_http_error(exc)) from exc
         except tweepy.NotFound as exc:
             if missing_ok:
                 return None, exc.response
-            raise _classify_client_error(exc) from exc
+            raise classify_client_error(exc) from exc
         except tweepy.HTTPException as exc:
-            raise _classify_client_error(exc) from exc
+            raise classify_client_error(exc) from exc
         except aiohttp.ClientResponseError as exc:
             # tweepy reads error bodies with aiohttp's `json()`, which refuses X's
             # `application/problem+json` (and a proxy's HTML page): only status and headers

@@ -1,9 +1,10 @@
 """Why an X Chat message could not be read, as a small fixed set of reasons.
 
-Every exception carries `reason`, one of `DECRYPT_FAILURE_REASONS` (or `IDENTITY_REASON`),
-so the outbox can count failures by reason without a label explosion and dead-letter with a
-message that holds neither plaintext nor key material. The SDK's own message stays on
-`__cause__` for debugging: chatxdk 0.5.2 puts key versions and lengths there, never text.
+Every exception carries `reason`, one of `DECRYPT_FAILURE_REASONS` (an `IdentityError`:
+`bad_identity`), so the outbox can count failures by reason without a label explosion and
+dead-letter with a message that holds neither plaintext nor key material. The SDK's own
+message stays on `__cause__` for debugging: chatxdk 0.5.2 puts key versions and lengths
+there, never text.
 """
 
 from __future__ import annotations
@@ -80,4 +81,3 @@ DECRYPT_FAILURE_REASONS: tuple[str, ...] = (
     *ConversationKeyError.reasons,
     *UnsupportedEventError.reasons,
 )
-IDENTITY_REASON = IdentityError.reasons[0]

@@ -58,9 +58,6 @@ class SigningKeyCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def invalidate(self, user_id: str) -> None:
-        self._entries.pop(user_id, None)
-
     async def get(
         self, user_id: str, *, refresh: bool = False, signing_key_hint: str | None = None
     ) -> list[PublicKeyRecord]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ _ONE_TO_ONE = re.compile(r"^([0-9]{1,19})[:-]([0-9]{1,19})$")
 _GROUP = re.compile(r"^g[0-9]{1,19}$")
 _BASE64 = re.compile(r"^[A-Za-z0-9+/_-]+={0,2}$")
 # A delivery is capped at 1 MiB by the webhook; one encoded event well below that.
-MAX_ENCODED_CHARS = 512 * 1024
+_MAX_ENCODED_CHARS = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -173,24 +173,6 @@ def parse_public_keys(body: Any, user_id: str) -> list[PublicKeyRecord]:
     return [record for item in _data_items(body) if (record := _record(item, user_id))]
 
 
-def parse_public_keys_bulk(body: Any, user_ids: Sequence[str]) -> dict[str, list[PublicKeyRecord]]:
-    """`GET /2/users/public_keys?ids=`: the OpenAPI `PublicKey` schema has no user id field,
-    so X documents no way to tell whose key an entry is. An entry naming `user_id` (or
-    `id`) is attributed to it; an unnamed entry only when a single id was asked for.
-    Unattributable entries are dropped rather than guessed."""
-    wanted = list(dict.fromkeys(user_ids))
-    result: dict[str, list[PublicKeyRecord]] = {uid: [] for uid in wanted}
-    for item in _data_items(body):
-        named = item.get("user_id", item.get("id"))
-        owner = str(named) if named is not None else (wanted[0] if len(wanted) == 1 else None)
-        if owner is None or owner not in result:
-            continue
-        record = _record(item, owner)
-        if record:
-            result[owner].append(record)
-    return result
-
-
 def parse_registered_version(body: Any) -> str | None:
     """`POST /2/users/{id}/public_keys` answer: the new key's version. The reference page
     shows `data.version`, x-api.md and X's sample bot read `data.public_key_version`."""
@@ -261,7 +243,7 @@ def _record(item: Mapping[str, Any], user_id: str) -> PublicKeyRecord | None:
 
 
 def _is_base64(value: str) -> bool:
-    return 0 < len(value) <= MAX_ENCODED_CHARS and bool(_BASE64.match(value))
+    return 0 < len(value) <= _MAX_ENCODED_CHARS and bool(_BASE64.match(value))
 
 
 def _encoded(payload: Mapping[str, Any], name: str) -> str | None:
