@@ -1,47 +1,44 @@
-"""The daemon: wires settings into the store, the webhook, the outbox and the listeners.
+"""The daemon: settings turned into its parts, started in order and stopped in reverse.
 
-Start-up order: store (a single-owner store, SQLite, also hands back the claims of a previous
-run; replicas sharing Redis never do) → HTTP session → listeners → workers. Shutdown
-(SIGTERM/SIGINT) runs it backwards: readiness turns false, the public listener stops taking
-events, workers finish or hand back their jobs within the grace period, then everything
-closes. Pending jobs simply stay in the store.
+The parts (`Daemon.lifecycle`, in the manner of aiohttp's `cleanup_ctx`): the store (a
+single-owner store, SQLite, also hands back the claims of a previous run; replicas sharing
+Redis never do) → the HTTP clients, and the outbox and webhook handler built on them → the
+internal listener → the public listener → the outbox workers → housekeeping.
+
+Shutdown (SIGTERM/SIGINT) first runs the `on_shutdown` hook: readiness turns false and the
+webhook answers 503 (X retries). Then the parts stop backwards: workers finish or hand back
+their jobs within the grace period, the listeners close, the store last. Pending jobs simply
+stay in the store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import Counter
 
 from catbot.brain import Policy
-from catbot.config import Settings, redact_url
+from catbot.config import Settings, credentials_from, redact_url
 from catbot.facts import CorpusSource, FactSource, RemoteSource
 from catbot.logs import AccessLog, ServerErrorLog, get_logger
 from catbot.observability import Health, Metrics, internal_app
 from catbot.outbox import Outbox, OutboxSettings
-from catbot.outbox.ratelimit import (
-    DM,
-    POST,
-    XCHAT,
-    Allowance,
-    RateGate,
-    SendBudget,
-    SharedSendBudget,
-)
+from catbot.outbox.ratelimit import allowances_from
 from catbot.outbox.xchat import XChatSide
 from catbot.store import Store, create_store
+from catbot.webhook.ingest import Ingest, IngestPolicy
 from catbot.webhook.routes import WebhookHandler, WebhookPolicy, add_routes
 from catbot.webhook.signature import SignatureVerifier
-from catbot.x.dm import Credentials, DMSender
+from catbot.x.dm import DMSender
 from catbot.x.management import XApiError, management_for
 from catbot.xchat.client import XChatClient
 from catbot.xchat.crypto import XChatCrypto
@@ -55,27 +52,44 @@ PRUNE_INTERVAL_SECONDS = 600.0
 _LISTENER_SETTINGS = {"public": "CATBOT_HOST, CATBOT_PORT",
                       "internal": "CATBOT_METRICS_HOST, CATBOT_METRICS_PORT"}
 
+# One part of a lifecycle: started when entered, stopped when left.
+CleanupContext = Callable[[], AbstractAsyncContextManager[None]]
+
 
 class ListenError(OSError):
     """A listener could not bind; the message names the address and the settings."""
 
 
-def credentials_from(settings: Settings) -> Credentials:
-    settings.require_credentials()
+class Lifecycle:
+    """Start-up and shutdown as an aiohttp `Application` has them, for parts that are not
+    one web app's (two listeners, workers, the store).
 
-    def value(secret: object) -> str:
-        return secret.get_secret_value()  # type: ignore[attr-defined,no-any-return]
+    Each `cleanup_ctx` part starts when entered and stops when left; they start in order and
+    stop in reverse, so a part may use every part before it for as long as it runs. Stopping
+    begins with the `on_shutdown` hooks, before any part stops (an app's `on_shutdown`).
+    """
 
-    return Credentials(
-        consumer_key=value(settings.x_consumer_key),
-        consumer_secret=value(settings.x_consumer_secret),
-        access_token=value(settings.x_access_token),
-        access_token_secret=value(settings.x_access_token_secret),
-        bearer_token=value(settings.x_bearer_token) if settings.x_bearer_token else None,
-    )
+    def __init__(
+        self, cleanup_ctx: Sequence[CleanupContext], on_shutdown: Sequence[Callable[[], None]]
+    ) -> None:
+        self.cleanup_ctx = list(cleanup_ctx)
+        self.on_shutdown = list(on_shutdown)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for part in self.cleanup_ctx:
+                await stack.enter_async_context(part())
+            try:
+                yield
+            finally:
+                for hook in self.on_shutdown:
+                    hook()
 
 
 class Daemon:
+    """catbot's daemon: `run` until told to stop, or `running()` around other work."""
+
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.credentials = credentials_from(settings)
@@ -87,10 +101,17 @@ class Daemon:
             settings.store_url, dedupe_seconds=dedupe_window(settings)
         )
         self.stopping = False
+        # Built by `_clients` on the HTTP session, which only exists while running.
         self.outbox: Outbox | None = None
         self.handler: WebhookHandler | None = None
+        self._session: aiohttp.ClientSession | None = None
         # X's view of our webhook, as last seen (None: not watched or not yet known).
         self.webhook_valid: bool | None = None
+        self.lifecycle = Lifecycle(
+            [self._store_opened, self._clients, self._internal_listener,
+             self._public_listener, self._workers, self._housekeeping],
+            on_shutdown=[self._shutting_down],
+        )
 
     async def run(self, stop: asyncio.Event, on_ready: Callable[[], None] | None = None) -> None:
         async with self.running():
@@ -101,100 +122,122 @@ class Daemon:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Daemon]:
-        s = self.settings
-        async with AsyncExitStack() as stack:
-            await self.store.open()
-            stack.push_async_callback(self.store.close)
+        async with self.lifecycle.running():
+            s = self.settings
+            log.info(
+                "started", port=s.port, path=s.webhook_path, metrics_port=s.metrics_port,
+                api=s.x_api, api_base=redact_url(s.api_base), workers=s.workers,
+                store=s.store_url.split(":", 1)[0], xchat=self.xchat_identity is not None,
+            )
+            yield self
+        log.info("stopped")
+
+    # The parts, in start-up order ---------------------------------------------------------
+
+    @asynccontextmanager
+    async def _store_opened(self) -> AsyncIterator[None]:
+        await self.store.open()
+        try:
             if self.store.single_owner:
                 # Only the owner of all the data may hand back every claim; replicas sharing
                 # a store (Redis) wait for the leases instead.
                 handed_back = await self.store.release_all_claims()
                 if handed_back:
                     log.info("claims_handed_back", jobs=handed_back)
+            yield
+        finally:
+            await self.store.close()
 
-            session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=s.send_timeout_seconds)
-            )
-            stack.push_async_callback(session.close)
+    @asynccontextmanager
+    async def _clients(self) -> AsyncIterator[None]:
+        """The HTTP session every client shares, and what is built on it: the fact source,
+        X Chat's side, the outbox (its workers start later) and the webhook handler."""
+        timeout = aiohttp.ClientTimeout(total=self.settings.send_timeout_seconds)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
             facts = self._facts(session)
-            stack.push_async_callback(facts.aclose)
-            xchat = await self._xchat(session)
+            try:
+                xchat = await self._xchat(session)
+                self.outbox = self._outbox(session, facts, xchat)
+                self.handler = self._handler(self.outbox)
+                self._session = session
+                yield
+            finally:
+                await facts.aclose()
 
-            policy = Policy.build(s.cooldown_seconds, s.daily_cap, s.trigger, s.reply_suffix,
-                                  language=s.language)
-            self.outbox = outbox = Outbox(
-                store=self.store,
-                sender=DMSender(self.credentials, session, s.x_api, s.x_api_base),
-                facts=facts,
-                policy=policy,
-                metrics=self.metrics,
-                settings=OutboxSettings(
-                    workers=s.workers,
-                    lease_seconds=s.lease_seconds,
-                    max_attempts=s.send_max_attempts,
-                    retry_initial_seconds=s.retry_initial_seconds,
-                    retry_max_seconds=s.retry_max_seconds,
-                    rate_limit_default_wait_seconds=s.rate_limit_default_wait_seconds,
-                    store_timeout_seconds=s.store_timeout_seconds,
-                ),
-                allowances=self._allowances(),
-                xchat=xchat,
-            )
-            self.handler = handler = WebhookHandler(
-                WebhookPolicy(
-                    consumer_secret=self.credentials.consumer_secret,
-                    bot_user_id=s.bot_user_id,
-                    max_event_age_seconds=s.max_event_age_seconds,
-                    max_future_skew_seconds=s.max_future_skew_seconds,
-                    max_body_bytes=s.max_body_bytes,
-                    store_timeout_seconds=s.store_timeout_seconds,
-                    body_timeout_seconds=s.body_timeout_seconds,
-                    reply_to_mentions=s.reply_to_mentions,
-                    answer_xchat=xchat is not None,
-                ),
-                SignatureVerifier(s.signing_secrets()),
-                self.store,
-                self.metrics,
-                on_enqueued=outbox.notify,
-            )
+    def _internal_listener(self) -> AbstractAsyncContextManager[None]:
+        s = self.settings
+        health = Health(self.readiness, self.health_details)
+        return listening(internal_app(self.metrics, health), s.metrics_host, s.metrics_port,
+                         "internal", self.metrics.http_parse_errors, access_log=False)
 
-            internal = await self._serve(
-                internal_app(self.metrics, Health(self.readiness, self.health_details)),
-                s.metrics_host,
-                s.metrics_port, access_log=False, listener="internal",
-            )
-            stack.push_async_callback(internal.cleanup)
+    def _public_listener(self) -> AbstractAsyncContextManager[None]:
+        s = self.settings
+        assert self.handler is not None  # built by _clients
+        app = web.Application(client_max_size=s.max_body_bytes)
+        add_routes(app, s.webhook_path, self.handler)
+        # When it stops, requests in flight finish (their events get stored); new
+        # connections are refused.
+        return listening(app, s.host, s.port, "public", self.metrics.http_parse_errors,
+                         access_log=True, keepalive_timeout=s.idle_timeout_seconds)
 
-            public_app = web.Application(client_max_size=s.max_body_bytes)
-            add_routes(public_app, s.webhook_path, handler)
-            public = await self._serve(public_app, s.host, s.port, access_log=True,
-                                       keepalive_timeout=s.idle_timeout_seconds,
-                                       listener="public")
-            stack.push_async_callback(self._stop_public, public)
+    @asynccontextmanager
+    async def _workers(self) -> AsyncIterator[None]:
+        assert self.outbox is not None  # built by _clients
+        self.outbox.start()
+        try:
+            yield
+        finally:
+            await self.outbox.stop(self.settings.shutdown_grace_seconds)
 
-            outbox.start()
-            stack.push_async_callback(outbox.stop, s.shutdown_grace_seconds)
-            tasks = [self._every(DEPTH_INTERVAL_SECONDS, self._update_depth),
-                     self._every(PRUNE_INTERVAL_SECONDS, self._prune)]
-            if s.public_url:
-                tasks.append(self._every(s.webhook_check_seconds,
-                                         lambda: self.check_webhook(session)))
-            else:
-                log.info("webhook_validity_not_watched",
-                         fix="set CATBOT_PUBLIC_URL to have X asked whether it is valid")
-            for task in tasks:
-                background = asyncio.create_task(task)
-                stack.push_async_callback(_cancel, background)
-            # Last in, first out: readiness flips before anything else stops.
-            stack.callback(self._mark_stopping)
+    @asynccontextmanager
+    async def _housekeeping(self) -> AsyncIterator[None]:
+        s = self.settings
+        chores = [self._every(DEPTH_INTERVAL_SECONDS, self._update_depth),
+                  self._every(PRUNE_INTERVAL_SECONDS, self._prune)]
+        if s.public_url:
+            session = self._session
+            assert session is not None  # opened by _clients
+            chores.append(self._every(s.webhook_check_seconds,
+                                      lambda: self.check_webhook(session)))
+        else:
+            log.info("webhook_validity_not_watched",
+                     fix="set CATBOT_PUBLIC_URL to have X asked whether it is valid")
+        tasks = [asyncio.create_task(chore) for chore in chores]
+        try:
+            yield
+        finally:
+            for task in reversed(tasks):
+                await _cancel(task)
 
-            log.info(
-                "started", port=s.port, path=s.webhook_path, metrics_port=s.metrics_port,
-                api=s.x_api, api_base=redact_url(s.api_base), workers=s.workers,
-                store=s.store_url.split(":", 1)[0], xchat=xchat is not None,
-            )
-            yield self
-        log.info("stopped")
+    def _shutting_down(self) -> None:
+        self.stopping = True
+        self.metrics.ready.set(0)
+        assert self.handler is not None  # hooks run once every part started
+        self.handler.stop_accepting()
+
+    # What the parts are made of -----------------------------------------------------------
+
+    def _outbox(
+        self, session: aiohttp.ClientSession, facts: FactSource, xchat: XChatSide | None
+    ) -> Outbox:
+        s = self.settings
+        return Outbox(
+            store=self.store,
+            sender=DMSender(self.credentials, session, s.x_api, s.x_api_base),
+            facts=facts,
+            policy=Policy.from_settings(s),
+            metrics=self.metrics,
+            settings=OutboxSettings.from_settings(s),
+            allowances=allowances_from(s, self.store),
+            xchat=xchat,
+        )
+
+    def _handler(self, outbox: Outbox) -> WebhookHandler:
+        s = self.settings
+        ingest = Ingest(IngestPolicy.from_settings(s), self.store, self.metrics,
+                        on_enqueued=outbox.notify)
+        return WebhookHandler(WebhookPolicy.from_settings(s),
+                              SignatureVerifier(s.signing_secrets()), ingest, self.metrics)
 
     async def _xchat(self, session: aiohttp.ClientSession) -> XChatSide | None:
         """X Chat's parts on the daemon's session and API base, with every conversation
@@ -222,45 +265,7 @@ class Daemon:
             on_outcome=count,
         )
 
-    async def _serve(self, app: web.Application, host: str, port: int, access_log: bool,
-                     keepalive_timeout: float = 75.0, listener: str = "public") -> web.AppRunner:
-        parse_errors = self.metrics.http_parse_errors
-        options: dict[str, Any] = {
-            "keepalive_timeout": keepalive_timeout,
-            # Strangers' malformed requests: counted, summarised, never logged with their bytes.
-            "logger": ServerErrorLog(
-                listener, lambda kind: parse_errors.labels(listener, kind).inc()),
-            # Bodies are taken as sent: nothing is decompressed before the signature is
-            # checked, and the webhook refuses any Content-Encoding (webhook/routes.py).
-            "auto_decompress": False,
-        }
-        if access_log:
-            options["access_log_class"] = AccessLog
-        else:
-            options["access_log"] = None
-        runner = web.AppRunner(app, handle_signals=False, **options)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, shutdown_timeout=5.0)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise ListenError(
-                f"cannot listen on {host}:{port} (set by {_LISTENER_SETTINGS[listener]}): "
-                f"{reason}"
-            ) from exc
-        return runner
-
-    def _mark_stopping(self) -> None:
-        self.stopping = True
-        self.metrics.ready.set(0)
-        if self.handler is not None:
-            self.handler.accepting = False
-
-    async def _stop_public(self, runner: web.AppRunner) -> None:
-        # Requests in flight finish (their events get stored); new connections are refused.
-        await runner.cleanup()
+    # Health -------------------------------------------------------------------------------
 
     async def readiness(self) -> str | None:
         if self.stopping:
@@ -281,6 +286,8 @@ class Daemon:
             "last_crc_at": None if last_crc is None else _iso(last_crc),
             "webhook_valid": self.webhook_valid,
         }
+
+    # Housekeeping -------------------------------------------------------------------------
 
     async def check_webhook(self, session: aiohttp.ClientSession) -> None:
         """Ask X whether the webhook at CATBOT_PUBLIC_URL is valid; remember the answer."""
@@ -307,28 +314,6 @@ class Daemon:
     async def _update_depth(self) -> None:
         self.metrics.outbox_depth.set(await self.store.depth())
 
-    def _allowances(self) -> dict[str, Allowance]:
-        """A gate and a budget for each endpoint family: X counts DMs, posts and X Chat
-        sends apart."""
-        s = self.settings
-        windows = {
-            DM: {900.0: s.dm_budget_15min, 86400.0: s.dm_budget_24h},
-            POST: {900.0: s.post_budget_15min, 86400.0: s.post_budget_24h},
-            XCHAT: {900.0: s.xchat_budget_15min, 86400.0: s.xchat_budget_24h},
-        }
-        return {family: Allowance(RateGate(), self._budget(family, family_windows))
-                for family, family_windows in windows.items()}
-
-    def _budget(self, family: str, windows: dict[float, int]) -> SendBudget:
-        """Our budget for a family: in-process for one daemon, in Redis when replicas share
-        a store."""
-        from catbot.store.redis import RedisStore
-
-        if isinstance(self.store, RedisStore):
-            return SharedSendBudget(windows, functools.partial(self.store.take_send_slot,
-                                                               family=family))
-        return SendBudget(windows)
-
     async def _prune(self) -> None:
         await self.store.prune(time.time() - dedupe_window(self.settings))
 
@@ -340,6 +325,44 @@ class Daemon:
             except Exception:
                 log.exception("housekeeping_failed")
             await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def listening(
+    app: web.Application, host: str, port: int, listener: str, parse_errors: Counter,
+    *, access_log: bool, keepalive_timeout: float = 75.0,
+) -> AsyncIterator[None]:
+    """`app` served on host:port until left; `listener` ("public" or "internal") labels
+    `parse_errors` and names the settings in the `ListenError` when the port cannot bind."""
+    options: dict[str, Any] = {
+        "keepalive_timeout": keepalive_timeout,
+        # Strangers' malformed requests: counted, summarised, never logged with their bytes.
+        "logger": ServerErrorLog(
+            listener, lambda kind: parse_errors.labels(listener, kind).inc()),
+        # Bodies are taken as sent: nothing is decompressed before the signature is
+        # checked, and the webhook refuses any Content-Encoding (webhook/routes.py).
+        "auto_decompress": False,
+    }
+    if access_log:
+        options["access_log_class"] = AccessLog
+    else:
+        options["access_log"] = None
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0, **options)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ListenError(
+            f"cannot listen on {host}:{port} (set by {_LISTENER_SETTINGS[listener]}): "
+            f"{reason}"
+        ) from exc
+    try:
+        yield
+    finally:
+        await runner.cleanup()
 
 
 def dedupe_window(settings: Settings) -> float:

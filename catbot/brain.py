@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
+from catbot.models import UserState
 from catbot.textfit import (
     MAX_DM_CHARS,
     MAX_POST_WEIGHT,
@@ -20,6 +21,9 @@ from catbot.textfit import (
     fit_reply,
     post_weight,
 )
+
+if TYPE_CHECKING:
+    from catbot.config import Settings
 
 # The languages the bot speaks: English and Chinese (Simplified).
 LANGUAGES: Final = ("en", "zh")
@@ -81,16 +85,6 @@ class Action(Enum):
 
 
 @dataclass(frozen=True)
-class UserState:
-    user_id: str
-    opted_out: bool = False
-    last_fact_at: float | None = None
-    day: str = ""
-    replies_today: int = 0
-    seen_facts: frozenset[str] = field(default_factory=frozenset)
-
-
-@dataclass(frozen=True)
 class Policy:
     cooldown_seconds: float = 10.0
     daily_cap: int = 50
@@ -116,6 +110,11 @@ class Policy:
         pattern = re.compile(trigger, re.IGNORECASE) if trigger else None
         pinned = None if language in (None, "auto") else language
         return cls(cooldown_seconds, daily_cap, pattern, reply_suffix, pinned)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        return cls.build(settings.cooldown_seconds, settings.daily_cap, settings.trigger,
+                         settings.reply_suffix, language=settings.language)
 
 
 @dataclass(frozen=True)

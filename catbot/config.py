@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from catbot.urls import https_unless_loopback
 
 if TYPE_CHECKING:
+    from catbot.x.dm import Credentials
     from catbot.xchat.identity import BotIdentity
 
 XApi = Literal["v2", "activity", "v1.1"]
@@ -295,6 +296,27 @@ class Settings(BaseSettings):
                 "catbot cannot start, configuration is incomplete:\n"
                 + "\n".join(f"  {name}: missing" for name in missing)
             )
+
+
+def credentials_from(settings: Settings) -> Credentials:
+    """The bot's OAuth 1.0a credentials for the X clients; a `ConfigError` naming each
+    missing variable when one is missing."""
+    # Imported here, as in `Settings.xchat_identity`: the X clients build on this module.
+    from catbot.x.dm import Credentials
+
+    settings.require_credentials()
+
+    def value(secret: SecretStr | None) -> str:
+        assert secret is not None  # require_credentials
+        return secret.get_secret_value()
+
+    return Credentials(
+        consumer_key=value(settings.x_consumer_key),
+        consumer_secret=value(settings.x_consumer_secret),
+        access_token=value(settings.x_access_token),
+        access_token_secret=value(settings.x_access_token_secret),
+        bearer_token=value(settings.x_bearer_token) if settings.x_bearer_token else None,
+    )
 
 
 def secret_fields() -> frozenset[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -88,3 +88,15 @@ class PendingJob:
     available_at: float
     claimed: bool
     last_error: str | None
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What the bot remembers of one user: opt-out, cooldown, daily count, facts seen."""
+
+    user_id: str
+    opted_out: bool = False
+    last_fact_at: float | None = None
+    day: str = ""
+    replies_today: int = 0
+    seen_facts: frozenset[str] = field(default_factory=frozenset)

@@ -20,7 +20,7 @@ import pytest
 
 from catbot.app import Daemon as AppDaemon
 from catbot.config import load_settings
-from catbot.outbox.ratelimit import DM, POST, WaitTooLong
+from catbot.outbox.ratelimit import DM, POST, WaitTooLong, allowances_from
 from catbot.x.dm import Credentials, tweepy_client
 from testkit.processes import CREDENTIALS, BotAndX, Daemon, Emulator, free_port, wait_for
 from testkit.redis_server import RedisServer
@@ -135,7 +135,7 @@ async def test_replicas_share_each_family_budget_in_redis_and_keep_them_apart(
     for daemon in replicas:
         await daemon.store.open()
     try:
-        first, second = (daemon._allowances() for daemon in replicas)
+        first, second = (allowances_from(daemon.settings, daemon.store) for daemon in replicas)
         # One post for the account: the other replica's post has to wait for the window...
         await first[POST].budget.reserve(max_wait=0.0)  # room: no WaitTooLong
         with pytest.raises(WaitTooLong) as raised:

@@ -18,7 +18,6 @@ from catbot.brain import (
     Action,
     Decision,
     Policy,
-    UserState,
     command_of,
     decide,
     fact_length_budget,
@@ -26,6 +25,7 @@ from catbot.brain import (
     utc_day,
 )
 from catbot.facts import load_corpus
+from catbot.models import UserState
 from catbot.textfit import _ELLIPSIS
 
 # 2025-06-15 12:00:00 UTC, computed rather than hard-coded as an epoch number.

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from catbot.app import credentials_from
 from catbot.commands.devmode import (
     _READY,
     _STATE_FILE_NAME,
@@ -32,7 +31,7 @@ from catbot.commands.devmode import (
     _DevState,
     _pid_alive,
 )
-from catbot.config import ConfigError, load_settings
+from catbot.config import ConfigError, credentials_from, load_settings
 from catbot.x.management import XApiError
 from catbot.x.registration import RegistrationError
 from testkit.processes import (

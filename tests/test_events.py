@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from catbot.models import InboundDM
 from catbot.webhook.events import Delivery, MalformedBody, parse_delivery
-from catbot.webhook.routes import WebhookPolicy, classify
+from catbot.webhook.ingest import IngestPolicy, classify
 
 BOT = "1000"
 NOW_MS = 1_750_000_000_000
@@ -662,11 +662,8 @@ def test_malformed_body_is_a_value_error() -> None:
 NOW = NOW_MS / 1000.0
 
 
-def policy(bot_user_id: str | None = BOT, max_age: float = 3600.0) -> WebhookPolicy:
-    return WebhookPolicy(
-        consumer_secret="s", bot_user_id=bot_user_id, max_event_age_seconds=max_age,
-        max_body_bytes=1 << 20,
-    )
+def policy(bot_user_id: str | None = BOT, max_age: float = 3600.0) -> IngestPolicy:
+    return IngestPolicy(bot_user_id=bot_user_id, max_event_age_seconds=max_age)
 
 
 def inbound(
@@ -729,8 +726,8 @@ def test_classify_refuses_a_time_too_far_ahead() -> None:
     assert classify(inbound(created_at=NOW + skew), default, NOW) == "accept"  # inclusive
     assert classify(inbound(created_at=NOW + skew + 1), default, NOW) == "future"
     assert classify(inbound(created_at=NOW + 365 * 86_400), default, NOW) == "future"
-    strict = WebhookPolicy(consumer_secret="s", bot_user_id=BOT, max_event_age_seconds=3600,
-                           max_body_bytes=1 << 20, max_future_skew_seconds=0)
+    strict = IngestPolicy(bot_user_id=BOT, max_event_age_seconds=3600,
+                          max_future_skew_seconds=0)
     assert classify(inbound(created_at=NOW + 0.5), strict, NOW) == "future"
 
 

@@ -30,7 +30,6 @@ from catbot.brain import (
     Action,
     Decision,
     Policy,
-    UserState,
     command_of,
     decide,
     detect_language,
@@ -39,6 +38,7 @@ from catbot.brain import (
 from catbot.config import ConfigError, load_settings
 from catbot.facts import CorpusSource, load_corpus
 from catbot.facts.corpus import _CORPUS_FILES, _pick_unseen, fact_id
+from catbot.models import UserState
 from testkit.processes import BotAndX, Daemon, Emulator, free_port, wait_for
 
 NOON = datetime(2025, 6, 15, 12, 0, tzinfo=UTC).timestamp()

@@ -27,8 +27,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from catbot.brain import UserState
-from catbot.models import DeadLetter, InboundDM, Job
+from catbot.models import DeadLetter, InboundDM, Job, UserState
 from catbot.store import Store, StoreError, create_store
 from catbot.store.redis import RedisStore
 from catbot.store.sqlite import SQLiteStore
@@ -551,6 +550,22 @@ async def test_release_all_claims_on_idle_store(store: Store) -> None:
     assert await store.release_all_claims() == 0
     await store.enqueue([dm()], T0)
     assert await store.release_all_claims() == 0
+
+
+async def test_send_budgets_live_in_the_store_only_when_replicas_share_it(
+    store: Store,
+) -> None:
+    families = ("dm", "post", "xchat")
+    if store.single_owner:
+        # Its one daemon is the account's only sender: that daemon counts its sends itself.
+        assert [store.shared_send_budget(family) for family in families] == [None] * 3
+        return
+    dms, posts = store.shared_send_budget("dm"), store.shared_send_budget("post")
+    assert dms is not None and posts is not None
+    windows = {60.0: 1}
+    assert await dms(windows) == 0.0
+    assert 0 < await dms(windows) <= 60  # the window's one DM is taken
+    assert await posts(windows) == 0.0  # posts are counted apart
 
 
 async def test_depth_counts_waiting_and_in_progress(store: Store) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from catbot.webhook.events import parse_delivery
-from catbot.webhook.routes import WebhookPolicy, classify
+from catbot.webhook.ingest import IngestPolicy, classify
 from testkit.processes import CREDENTIALS, BotAndX, Daemon, Emulator, free_port, http, wait_for
 from tests.emulator_fixtures import SIGNATURE_HEADER, hmac_b64
 from tests.test_admin_cli import Setup
@@ -98,9 +98,8 @@ def test_the_index_names_every_fixture_file_once() -> None:
 def test_each_fixture_parses_to_its_documented_outcome(entry: dict[str, Any]) -> None:
     now = time.time()
     delivery = parse_delivery(refreshed(load(entry), entry["envelope"], now))
-    policy = WebhookPolicy(consumer_secret=SECRET, bot_user_id=entry["bot_user_id"],
-                           max_event_age_seconds=3600, max_body_bytes=1 << 20,
-                           reply_to_mentions=True)
+    policy = IngestPolicy(bot_user_id=entry["bot_user_id"], max_event_age_seconds=3600,
+                          reply_to_mentions=True)
     fates = [
         (("direct_message" if dm.kind == "dm" else dm.kind), classify(dm, policy, now))
         for dm in [*delivery.direct_messages, *delivery.mentions]
@@ -117,8 +116,7 @@ def test_unrefreshed_fixtures_would_be_stale() -> None:
     # The refresh is what makes them answerable: X's own times are far in the past.
     entry = next(e for e in ENTRIES if e["file"] == "activity/dm_received.json")
     [dm] = parse_delivery(load(entry)).direct_messages
-    policy = WebhookPolicy(consumer_secret=SECRET, bot_user_id=entry["bot_user_id"],
-                           max_event_age_seconds=3600, max_body_bytes=1 << 20)
+    policy = IngestPolicy(bot_user_id=entry["bot_user_id"], max_event_age_seconds=3600)
     assert classify(dm, policy, time.time()) == "stale"
 
 

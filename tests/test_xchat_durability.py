@@ -26,8 +26,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from catbot.brain import Action, UserState
+from catbot.brain import Action
 from catbot.emulator.xchat_events import MessageEvent, b64decode
+from catbot.models import UserState
 from catbot.observability import Metrics
 from catbot.outbox.xchat import PreparedReply, SenderKeysNotRefreshed, XChatSide
 from catbot.store.sqlite import SQLiteStore

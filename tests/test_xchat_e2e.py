@@ -39,7 +39,7 @@ from catbot.emulator.xchat_events import (
 from catbot.facts import load_corpus
 from catbot.models import InboundDM
 from catbot.webhook.events import parse_delivery
-from catbot.webhook.routes import WebhookPolicy, classify
+from catbot.webhook.ingest import IngestPolicy, classify
 from catbot.x.dm import Credentials
 from catbot.xchat.client import XChatClient
 from testkit.processes import (
@@ -371,8 +371,7 @@ def test_the_bots_own_chat_message_is_not_answered() -> None:
     bot = body["data"]["filter"]["user_id"]
     body["data"]["payload"]["sender_id"] = bot
     [own] = parse_delivery(body, xchat=True).direct_messages
-    policy = WebhookPolicy(consumer_secret="s", bot_user_id=bot, max_event_age_seconds=3600,
-                           max_body_bytes=1 << 20, answer_xchat=True)
+    policy = IngestPolicy(bot_user_id=bot, max_event_age_seconds=3600, answer_xchat=True)
     assert classify(own, policy, own.created_at) == "own"
 
 

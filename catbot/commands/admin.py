@@ -18,8 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from catbot.app import credentials_from
-from catbot.config import Settings, load_settings
+from catbot.config import Settings, credentials_from, load_settings
 from catbot.x.management import Webhook, WebhookManager, XApiError, management_for
 from catbot.x.registration import RegistrationError, ensure_webhook
 

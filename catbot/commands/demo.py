@@ -27,10 +27,10 @@ from typing import Any
 import aiohttp
 from pydantic import SecretStr
 
-from catbot.app import Daemon, credentials_from
+from catbot.app import Daemon
 from catbot.brain import HELP_TEXT, START_TEXT, STOP_TEXT
 from catbot.commands.ports import free_port
-from catbot.config import Settings
+from catbot.config import Settings, credentials_from
 from catbot.emulator.app import start_emulator
 from catbot.emulator.chat import CHAT_PATH
 from catbot.emulator.config import config_from_env

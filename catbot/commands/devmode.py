@@ -38,10 +38,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from catbot.app import Daemon, credentials_from
+from catbot.app import Daemon
 from catbot.commands.ports import free_port
 from catbot.commands.tunnel import Tunnel, TunnelError, open_tunnel, resolve_ngrok_path
-from catbot.config import ConfigError, Settings, load_settings
+from catbot.config import ConfigError, Settings, credentials_from, load_settings
 from catbot.logs import configure_logging, get_logger
 from catbot.store import StoreError
 from catbot.x.dm import Credentials

@@ -20,9 +20,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from catbot.app import credentials_from
 from catbot.commands.admin import add_common_options, connect
-from catbot.config import ConfigError, Settings, load_settings, redact_url
+from catbot.config import ConfigError, Settings, credentials_from, load_settings, redact_url
 from catbot.signing import crc_response_token
 from catbot.x.dm import SendError
 from catbot.x.management import ActivityApi, Webhook, WebhookManager, XApiError

@@ -24,8 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
-from catbot.app import credentials_from
-from catbot.config import ConfigError, Settings, load_settings, redact_url
+from catbot.config import ConfigError, Settings, credentials_from, load_settings, redact_url
 from catbot.x.dm import AppSendError, RateLimited, SendError, TransientSendError
 from catbot.x.management import XApiError, management_for
 from catbot.xchat.client import Registration, XChatClient

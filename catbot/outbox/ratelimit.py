@@ -26,6 +26,9 @@ account's sends, not one process's.
 Both take a `max_wait`: a caller that will not wait that long gets `WaitTooLong` with the
 time room may open, instead of a nap (the outbox then hands its job back until then, so a
 closed family never holds the workers that another family's jobs need).
+
+`allowances_from` makes the gate and budget of each family from the settings, the budget
+counted where the store says (`Store.shared_send_budget`).
 """
 
 from __future__ import annotations
@@ -37,7 +40,11 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from catbot.config import Settings
+    from catbot.store import Store
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -304,3 +311,20 @@ class Allowance:
 
     gate: RateGate
     budget: SendBudget
+
+
+def allowances_from(settings: Settings, store: Store) -> dict[str, Allowance]:
+    """A gate and a budget for each endpoint family. Each budget is counted where the store
+    says (`Store.shared_send_budget`): in the store when replicas share it, else here."""
+    windows = {
+        DM: {900.0: settings.dm_budget_15min, 86400.0: settings.dm_budget_24h},
+        POST: {900.0: settings.post_budget_15min, 86400.0: settings.post_budget_24h},
+        XCHAT: {900.0: settings.xchat_budget_15min, 86400.0: settings.xchat_budget_24h},
+    }
+    allowances = {}
+    for family, family_windows in windows.items():
+        shared = store.shared_send_budget(family)
+        budget = (SendBudget(family_windows) if shared is None
+                  else SharedSendBudget(family_windows, shared))
+        allowances[family] = Allowance(RateGate(), budget)
+    return allowances

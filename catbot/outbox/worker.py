@@ -26,7 +26,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -40,14 +40,13 @@ from catbot.brain import (
     Action,
     Decision,
     Policy,
-    UserState,
     decide,
     fact_length_budget,
     render,
 )
 from catbot.facts import FactSource
 from catbot.logs import get_logger
-from catbot.models import InboundDM, Job
+from catbot.models import InboundDM, Job, UserState
 from catbot.observability import Metrics
 from catbot.outbox.ratelimit import DM, POST, XCHAT, Allowance, WaitTooLong
 from catbot.outbox.xchat import PreparedReply, XChatSide
@@ -62,6 +61,9 @@ from catbot.x.dm import (
     TransientSendError,
 )
 from catbot.xchat.errors import XChatError
+
+if TYPE_CHECKING:
+    from catbot.config import Settings
 
 log = get_logger("catbot.outbox")
 
@@ -94,6 +96,18 @@ class OutboxSettings:
     requeue_max_seconds: float = 300.0
     # A job whose family has no room for longer than this is handed back until it has.
     park_after_seconds: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OutboxSettings:
+        return cls(
+            workers=settings.workers,
+            lease_seconds=settings.lease_seconds,
+            max_attempts=settings.send_max_attempts,
+            retry_initial_seconds=settings.retry_initial_seconds,
+            retry_max_seconds=settings.retry_max_seconds,
+            rate_limit_default_wait_seconds=settings.rate_limit_default_wait_seconds,
+            store_timeout_seconds=settings.store_timeout_seconds,
+        )
 
 
 class Outbox:

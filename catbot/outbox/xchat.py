@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from catbot.brain import Action, UserState
+from catbot.brain import Action
 from catbot.logs import get_logger
-from catbot.models import InboundDM
+from catbot.models import InboundDM, UserState
 from catbot.observability import Metrics
 from catbot.store import Store
 from catbot.x.dm import TransientSendError

@@ -7,20 +7,31 @@ Every implementation gives the same guarantees (checked by one shared contract s
 - `complete`/`release`/`dead_letter`/`save_reply` succeed only for the current claim (the
   token), and `complete` persists the user's new state in the same step as the ack;
 - X Chat conversation keys are kept as the opaque sealed blobs they are given, one per
-  conversation (secrets: no implementation logs them or puts them anywhere else).
+  conversation (secrets: no implementation logs them or puts them anywhere else);
+- `shared_send_budget` says where each endpoint family's send budget is counted: in the
+  store when several daemons send for the one bot account (X counts the account's sends),
+  else nowhere (None): the one daemon counts its own sends in memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Protocol
 
-from catbot.brain import UserState
-from catbot.models import DeadLetter, InboundDM, Job, PendingJob
+from catbot.models import DeadLetter, InboundDM, Job, PendingJob, UserState
 
 
 class StoreError(Exception):
     """The store cannot be opened or used."""
+
+
+class SendSlots(Protocol):
+    """Takes one send from a family's budget kept in a store that every replica shares."""
+
+    def __call__(self, windows: Mapping[float, int]) -> Awaitable[float]:
+        """`windows` maps a window length in seconds to the sends allowed in it. 0.0 when
+        a send was taken, else the seconds until room may open (nothing taken)."""
+        ...
 
 
 class Store(Protocol):
@@ -94,3 +105,8 @@ class Store(Protocol):
     ) -> dict[str, bytes]:
         """The sealed blobs of the named conversations (all when None); unknown ids are
         left out."""
+
+    def shared_send_budget(self, family: str) -> SendSlots | None:
+        """Where the send budget of the endpoint `family` ("dm", "post", "xchat") is
+        counted: a `SendSlots` on this store when replicas share it, None when this process
+        is the store's only sender and counts its sends itself."""

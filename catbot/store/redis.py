@@ -78,6 +78,7 @@ must persist: `appendonly yes` (see the README for the settings).
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import os
@@ -96,9 +97,8 @@ from redis.exceptions import AuthenticationError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from catbot.brain import UserState
-from catbot.models import DeadLetter, InboundDM, Job, PendingJob
-from catbot.store.base import StoreError
+from catbot.models import DeadLetter, InboundDM, Job, PendingJob, UserState
+from catbot.store.base import SendSlots, StoreError
 from catbot.store.group_commit import Call, GroupCommit
 
 GROUP = "workers"
@@ -685,7 +685,11 @@ class RedisStore:
             seen_facts=frozenset(json.loads(data.get("seen_facts", "[]"))),
         )
 
-    # The global DM budget -----------------------------------------------------------------
+    # The send budgets every replica shares ----------------------------------------------
+
+    def shared_send_budget(self, family: str) -> SendSlots:
+        # X counts the bot account's sends, whichever replica makes them.
+        return functools.partial(self.take_send_slot, family=family)
 
     async def take_send_slot(self, windows: Mapping[float, int], family: str = "dm") -> float:
         """Take one send from the `family`'s budget every replica shares; 0.0 when taken,

@@ -25,9 +25,8 @@ from typing import IO, Any, TypeVar, cast
 import aiosqlite
 import orjson
 
-from catbot.brain import UserState
 from catbot.logs import get_logger
-from catbot.models import DeadLetter, InboundDM, Job, PendingJob
+from catbot.models import DeadLetter, InboundDM, Job, PendingJob, UserState
 from catbot.store.base import StoreError
 from catbot.store.group_commit import Call, GroupCommit
 
@@ -389,6 +388,11 @@ class SQLiteStore:
                 " WHERE claim_token IS NOT NULL"
             )
             return cursor.rowcount
+
+    def shared_send_budget(self, family: str) -> None:
+        # One daemon owns the file, so it is the account's only sender: its own memory
+        # counts every send, with no store round trip per reply.
+        return None
 
     async def depth(self) -> int:
         async with self.db.execute("SELECT COUNT(*) FROM jobs") as cursor:
