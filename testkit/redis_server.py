@@ -61,7 +61,6 @@ class RedisServer:
     port: int = 0
     appendfsync: str = "everysec"
     proc: subprocess.Popen[bytes] | None = None
-    starts: int = 0
     extra_args: list[str] = field(default_factory=list)
 
     @property
@@ -84,7 +83,6 @@ class RedisServer:
             if not fixed_port:
                 self.port = free_port()
             if self._spawn(binary, timeout):
-                self.starts += 1
                 return self
         raise AssertionError(
             f"redis-server did not start on 127.0.0.1:{self.port}:\n{self.output()[-3000:]}"

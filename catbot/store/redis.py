@@ -380,7 +380,8 @@ class RedisStore:
     def __init__(self, url: str, dedupe_seconds: float = 86400.0, owner: bool = True) -> None:
         """`url`: redis:// or rediss://, with `?prefix=NAME` for the key prefix and any of
         redis-py's connection options (`socket_timeout=...`) in the query string. `owner` is
-        accepted for symmetry with SQLite: a Redis store never owns its data alone."""
+        accepted for symmetry with SQLite and unused: a Redis store never owns its data
+        alone."""
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
         prefix = next((v for k, v in query if k == "prefix"), "catbot")
@@ -388,7 +389,6 @@ class RedisStore:
         self.url = urlunsplit(parts._replace(query=urlencode(
             [(k, v) for k, v in query if k != "prefix"])))
         self.dedupe_ms = max(1, _ms(dedupe_seconds))
-        self.owner = owner
         # One consumer name per run: XPENDING shows which replica holds which turn.
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.stream = self.prefix + "turns"
