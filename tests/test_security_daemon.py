@@ -383,6 +383,16 @@ def test_doctor_masks_credentials_in_the_api_base(tmp_path: Path) -> None:
     assert PASSWORD not in output and USER not in output
 
 
+def test_webhooks_list_masks_credentials_in_the_api_base(tmp_path: Path) -> None:
+    x_port = free_port()  # nothing listens: the command says which X it could not reach
+    env = {**CREDENTIALS, "CATBOT_X_API_BASE": f"http://{USER}:{PASSWORD}@127.0.0.1:{x_port}"}
+    result = catbot("webhooks", "list", "--env-file", str(tmp_path / "none.env"), env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert f"http://***@127.0.0.1:{x_port}" in output
+    assert PASSWORD not in output and USER not in output
+
+
 def test_the_started_line_masks_credentials_in_the_api_base(
     daemon: Callable[..., Daemon],
 ) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from catbot.config import Settings, credentials_from, load_settings
+from catbot.config import Settings, credentials_from, load_settings, redact_url
 from catbot.x.management import Webhook, WebhookManager, XApiError, management_for
 from catbot.x.registration import RegistrationError, ensure_webhook
 
@@ -110,7 +110,13 @@ def _run(
         _fail(args, str(exc))
         return EXIT_FAILED
     except (aiohttp.ClientError, TimeoutError) as exc:
-        _fail(args, f"cannot reach the X API at {settings.api_base}: {exc or type(exc).__name__}")
+        _fail(args, f"cannot reach the X API at {redact_url(settings.api_base)}: "
+              f"{exc or type(exc).__name__}")
+        return EXIT_FAILED
+    except ValueError as exc:
+        # aiohttp refuses a request it cannot build, e.g. credentials in the base URL
+        # beside X's Authorization header: say so, never as a traceback with the URL in it.
+        _fail(args, f"cannot call the X API at {redact_url(settings.api_base)}: {exc}")
         return EXIT_FAILED
     except UsageError as exc:
         _fail(args, str(exc))

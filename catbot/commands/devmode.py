@@ -41,7 +41,7 @@ import aiohttp
 from catbot.app import Daemon
 from catbot.commands.ports import free_port
 from catbot.commands.tunnel import Tunnel, TunnelError, open_tunnel, resolve_ngrok_path
-from catbot.config import ConfigError, Settings, credentials_from, load_settings
+from catbot.config import ConfigError, Settings, credentials_from, load_settings, redact_url
 from catbot.logs import configure_logging, get_logger
 from catbot.store import StoreError
 from catbot.x.dm import Credentials
@@ -473,7 +473,8 @@ class _DevMode:
     def _print_ready(self, tunnel: Tunnel, registration: Registration) -> None:
         s = self.settings
         metrics = f"http://{_display_host(s.metrics_host)}:{s.metrics_port}"
-        api = f"{s.api_base} ({s.x_api}{', env ' + s.x_env_name if s.x_env_name else ''})"
+        env = f", env {s.x_env_name}" if s.x_env_name else ""
+        api = f"{redact_url(s.api_base)} ({s.x_api}{env})"
         lines = [
             f"  X API {api}, bot account {self.bot_user_id}",
             "",
@@ -495,7 +496,7 @@ class _DevMode:
     def explain(self, exc: BaseException) -> str:
         """What went wrong, in the user's terms, with what to change."""
         if isinstance(exc, aiohttp.ClientError | TimeoutError):
-            return (f"cannot reach the X API at {self.settings.api_base}: "
+            return (f"cannot reach the X API at {redact_url(self.settings.api_base)}: "
                     f"{exc or type(exc).__name__}. Is the network up (or `catbot emulator` "
                     "running, for a rehearsal)? CATBOT_X_API_BASE / --api-base say where it is.")
         if isinstance(exc, OSError):
