@@ -44,6 +44,7 @@ from catbot.commands.tunnel import Tunnel, TunnelError, open_tunnel, resolve_ngr
 from catbot.config import ConfigError, Settings, credentials_from, load_settings, redact_url
 from catbot.logs import configure_logging, get_logger
 from catbot.store import StoreError
+from catbot.urls import is_loopback_host
 from catbot.x.dm import Credentials
 from catbot.x.management import WebhookManager, XApiError, management_for
 from catbot.x.registration import EnsureResult, RegistrationError, ensure_webhook
@@ -566,5 +567,4 @@ def _display_host(host: str) -> str:
 
 
 def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    return host in ("localhost", "::1") or host.startswith("127.")
+    return is_loopback_host(urlsplit(url).hostname)
